@@ -1,0 +1,70 @@
+"""Choose between the compiled kernels (``dlu_mm._C``) and the pure-PyTorch references.
+
+``DLU_MM_OPS_BACKEND`` (env) or :func:`set_backend` selects:
+  'auto'      compiled kernel when it is built for the tensor's device, else the reference with a
+              one-time warning (default);
+  'native'    compiled kernel or RuntimeError;
+  'reference' always the pure-PyTorch reference (test oracle, ONNX export path).
+The native side lives in ``dlu_mm.ops._native``: ``available(op, device_type) -> bool`` and one
+autograd-capable function per op with the same signature as the public one.
+"""
+import contextlib
+import os
+import warnings
+
+BACKENDS = ('auto', 'native', 'reference')
+_backend = os.environ.get('DLU_MM_OPS_BACKEND', 'auto')
+if _backend not in BACKENDS:
+    raise ValueError(f'DLU_MM_OPS_BACKEND must be one of {list(BACKENDS)}, got {_backend!r}')
+_warned = set()
+
+
+def get_backend():
+    return _backend
+
+
+def set_backend(backend):
+    """Set the global backend; returns the previous one."""
+    global _backend
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {list(BACKENDS)}, got {backend!r}')
+    previous, _backend = _backend, backend
+    return previous
+
+
+@contextlib.contextmanager
+def use_backend(backend):
+    previous = set_backend(backend)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def _native_module():
+    try:
+        from . import _native
+    except ImportError:
+        return None
+    return _native
+
+
+def native_available(op, device_type='cpu'):
+    native = _native_module()
+    return native is not None and native.available(op, device_type)
+
+
+def dispatch(op, device_type, reference, args):
+    """Run ``op`` natively when allowed and built for ``device_type``, else ``reference``."""
+    if _backend != 'reference':
+        if native_available(op, device_type):
+            return getattr(_native_module(), op)(*args)
+        if _backend == 'native':
+            raise RuntimeError(f'dlu_mm native op {op!r} is not built for device '
+                               f'{device_type!r}; rebuild with `pip install --no-build-isolation '
+                               '-e .` or use set_backend("reference")')
+        if (op, device_type) not in _warned:
+            _warned.add((op, device_type))
+            warnings.warn(f'dlu_mm: no compiled {op!r} kernel for {device_type!r}; using the '
+                          'pure-PyTorch reference (slower, more memory)', stacklevel=3)
+    return reference(*args)

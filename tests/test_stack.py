@@ -1,0 +1,87 @@
+"""The pinned OpenMMLab stack imports, its compiled ops load, and stock models run on CPU."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mm_batches import det_batch, run_loss_and_predict, seg_batch
+
+
+def test_dlu_mm_import_is_light():
+    code = ('import sys, dlu_mm; '
+            'bad = [m for m in ("mmdet", "mmseg", "mmpretrain", "mmcv") if m in sys.modules]; '
+            'print(dlu_mm.__version__); sys.exit(1 if bad else 0)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip().count('.') == 2  # a real version string
+
+
+def test_stack_versions():
+    import mmcv
+    import mmdet
+    import mmengine
+    import mmpretrain
+    import mmseg
+    import torchvision
+    assert torch.__version__.split('+')[0] == '2.13.0'
+    assert torchvision.__version__.split('+')[0] == '0.28.0'
+    assert (mmengine.__version__, mmcv.__version__) == ('0.10.7', '2.1.0')
+    assert (mmdet.__version__, mmseg.__version__, mmpretrain.__version__) == \
+        ('3.3.0', '1.2.2', '1.2.0')
+
+
+def test_mmcv_compiled_ops_run_on_cpu():
+    from mmcv.ops import RoIAlign, nms
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [50., 50., 60., 60.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    dets, keep = nms(boxes, scores, iou_threshold=0.5)
+    assert keep.tolist() == [0, 2]
+    feats = torch.arange(16.).view(1, 1, 4, 4)
+    rois = torch.tensor([[0., 0., 0., 3., 3.]])
+    out = RoIAlign((1, 1), spatial_scale=1.0, sampling_ratio=1, aligned=False)(feats, rois)
+    assert out.item() == pytest.approx(7.5)  # bilinear value at the box centre (1.5, 1.5)
+
+
+def test_model_packages_import():
+    import mmdet.models  # noqa: F401
+    import mmpretrain.models  # noqa: F401
+    import mmseg.models  # noqa: F401
+    import torchvision.ops
+    assert torchvision.ops.nms(torch.tensor([[0., 0., 1., 1.]]), torch.tensor([1.]), 0.5).tolist() == [0]
+
+
+def _build(cfg_path, scope):
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(cfg_path)
+    init_default_scope(scope)
+    cfg.model.backbone.init_cfg = None  # no pretrained download
+    return MODELS.build(cfg.model)
+
+
+def test_stock_faster_rcnn_runs_on_cpu():
+    torch.manual_seed(0)
+    model = _build('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', 'mmdet')
+    losses, preds = run_loss_and_predict(model, det_batch())
+    assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox'} <= set(losses)
+    assert all(torch.isfinite(torch.as_tensor(v if isinstance(v, torch.Tensor) else sum(v))).all()
+               for v in losses.values())
+    assert preds[0].pred_instances.bboxes.shape[1] == 4
+
+
+def test_stock_upernet_runs_on_cpu():
+    torch.manual_seed(0)
+    from mmengine.config import Config
+    cfg = Config.fromfile('mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py')
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope('mmseg')
+    cfg.model.pretrained = None
+    cfg.model.backbone.norm_cfg = dict(type='BN', requires_grad=True)
+    cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
+    cfg.model.auxiliary_head.norm_cfg = dict(type='BN', requires_grad=True)
+    cfg.model.data_preprocessor.size = (64, 64)
+    model = MODELS.build(cfg.model)
+    losses, preds = run_loss_and_predict(model, seg_batch())
+    assert 'decode.loss_ce' in losses and torch.isfinite(losses['decode.loss_ce'])
+    assert preds[0].pred_sem_seg.data.shape[-2:] == (64, 64)
