@@ -1,0 +1,167 @@
+"""UPerNet decode head whose upsampling steps can be learnable feature upsamplers.
+
+UPerNet (Xiao et al., "Unified Perceptual Parsing for Scene Understanding", ECCV 2018) runs a
+PPM on the last stage, an FPN top-down path (3 bilinear 2x steps for 4 levels) and then resizes
+every level to the finest one (x2, x4, x8) and fuses them. CARAFE, SAPA, FADE and LDA-AQU report
+ADE20K gains by replacing those bilinear resizes with their operators.
+
+``UpsampleUPerHead`` is mmseg's ``UPerHead`` plus:
+- ``upsample_cfg`` with a ``type`` (any dlu_mm upsampler): each top-down step becomes
+  ``lateral[i-1] += fit(up_i(lateral[i], guide=lateral[i-1]), lateral[i-1])``; guided upsamplers
+  (FADE, SAPA) get the finer lateral as guide, resized to exactly 2x when sizes are odd, and the
+  2x output is cropped (or resized, if smaller) to the finer lateral's size.
+- ``fusion_upsample=True`` also replaces the fusion resizes to the finest level by chains of 2x
+  upsamplers (one module per chain step: 1 + 2 + 3 for 4 levels); step j -> j-1 of a chain is
+  guided by the FPN output of level j-1.
+Without a ``type`` it is exactly ``UPerHead``: no extra parameters, same state_dict keys, same
+outputs, and the ``upsample_cfg`` entries are interpolate arguments (default bilinear with the
+head's ``align_corners``).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmseg.models.decode_heads import UPerHead
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+
+from ..upsamplers import build_upsampler, is_guided
+
+STEP_SCALE = 2  # every UPerNet level is 2x the next coarser one
+
+
+def fit_to_size(x, size):
+    """Crop ``x`` (N, C, h, w) to ``size`` (H, W) when it is at least that large, else resize.
+
+    A 2x step from a ceil-divided level overshoots odd sizes by one pixel (e.g. 9 -> 18 for a
+    17-pixel lateral): the top-left crop keeps the upsampler's sub-pixel alignment intact.
+    """
+    size = tuple(int(v) for v in size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        return x[..., :size[0], :size[1]]
+    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+
+
+def guide_for(x, target, scale=STEP_SCALE):
+    """``target`` as the guide of a ``scale``-x step from ``x``: exactly scale x x's (H, W)."""
+    size = (x.shape[-2] * scale, x.shape[-1] * scale)
+    if tuple(target.shape[-2:]) == size:
+        return target
+    return F.interpolate(target, size=size, mode='bilinear', align_corners=False)
+
+
+@MODELS.register_module()
+class UpsampleUPerHead(UPerHead):
+    """UPerHead with optional learnable upsamplers in the top-down path and the fusion.
+
+    Args:
+        upsample_cfg (dict | None): with ``type``: an upsampler config for
+            ``dlu_mm.upsamplers.build_upsampler`` (``channels`` = the head's ``channels`` and
+            ``scale_factor`` = 2 are filled in); without ``type``: interpolate arguments
+            (``mode``, ``align_corners``) of every resize, as in ``UPerHead``.
+        fusion_upsample (bool): also replace the fusion resizes to the finest level by chains of
+            2x upsamplers. Needs ``upsample_cfg`` with a ``type``.
+        **kwargs: ``UPerHead`` / ``BaseDecodeHead`` arguments.
+    """
+
+    def __init__(self, upsample_cfg=None, fusion_upsample=False, **kwargs):
+        super().__init__(**kwargs)
+        if upsample_cfg is None:
+            upsample_cfg = {}
+        if not isinstance(upsample_cfg, dict):
+            raise TypeError(f'upsample_cfg must be a dict or None, got {upsample_cfg!r} '
+                            f'({type(upsample_cfg).__name__})')
+        if not isinstance(fusion_upsample, bool):
+            raise TypeError(f'fusion_upsample must be a bool, got {fusion_upsample!r}')
+        upsample_cfg = dict(upsample_cfg)
+        self.upsample_cfg = upsample_cfg
+        self.fusion_upsample = fusion_upsample
+        num_steps = len(self.in_channels) - 1
+        if 'type' not in upsample_cfg:
+            if fusion_upsample:
+                raise ValueError('fusion_upsample=True needs a learnable upsampler: give '
+                                 "upsample_cfg a 'type' (e.g. dict(type='CARAFE')), got "
+                                 f'upsample_cfg={upsample_cfg!r}')
+            # plain UPerHead: no new modules, so the state_dict is UPerHead's
+            self.interp_cfg = dict(mode='bilinear', align_corners=self.align_corners)
+            self.interp_cfg.update(upsample_cfg)
+            self.top_down_upsamplers = None
+            self.fusion_upsamplers = None
+            return
+        self.interp_cfg = dict(mode='bilinear', align_corners=self.align_corners)
+        for key, want in (('channels', self.channels), ('scale_factor', STEP_SCALE)):
+            if key in upsample_cfg and upsample_cfg[key] != want:
+                raise ValueError(f'upsample_cfg[{key!r}]={upsample_cfg[key]!r} but '
+                                 f'UpsampleUPerHead needs {key}={want} (the head\'s channels, one '
+                                 '2x step per level); leave it out')
+        # top_down_upsamplers[i - 1] takes level i to level i - 1
+        self.top_down_upsamplers = nn.ModuleList(
+            self._build_upsampler() for _ in range(num_steps))
+        # fusion_upsamplers[i - 1][t] is step t of the chain taking level i to level 0
+        self.fusion_upsamplers = nn.ModuleList(
+            nn.ModuleList(self._build_upsampler() for _ in range(level))
+            for level in range(1, num_steps + 1)) if fusion_upsample else None
+
+    def _build_upsampler(self):
+        cfg = dict(self.upsample_cfg)
+        cfg['channels'] = self.channels
+        cfg['scale_factor'] = STEP_SCALE
+        return build_upsampler(cfg)
+
+    def upsamplers(self):
+        """Every learnable upsampler module of the head (empty without an upsampler type)."""
+        found = []
+        if self.top_down_upsamplers is not None:
+            found += list(self.top_down_upsamplers)
+        if self.fusion_upsamplers is not None:
+            for chain in self.fusion_upsamplers:
+                found += list(chain)
+        return found
+
+    def init_weights(self):
+        # UPerHead's own init first (ConvModules' kaiming, conv_seg normal); then each operator's
+        # init, which must survive it (e.g. DLU's zero offsets, CARAFE's box-average kernels).
+        super().init_weights()
+        for upsampler in self.upsamplers():
+            upsampler.init_weights()
+
+    def _step(self, x, target, upsampler):
+        """Bring ``x`` to ``target``'s (H, W): one 2x upsampler step, or a plain resize."""
+        if upsampler is None:
+            return resize(x, size=target.shape[2:], **self.interp_cfg)
+        guide = guide_for(x, target) if is_guided(upsampler) else None
+        return fit_to_size(upsampler(x, guide), target.shape[2:])  # (N, C, sh, sw) -> target's
+
+    def _forward_feature(self, inputs):
+        """Same as ``UPerHead._forward_feature`` with the resizes routed through ``_step``."""
+        inputs = self._transform_inputs(inputs)
+        laterals = [
+            lateral_conv(inputs[i]) for i, lateral_conv in enumerate(self.lateral_convs)
+        ]
+        laterals.append(self.psp_forward(inputs))
+
+        num_levels = len(laterals)
+        # top-down path, coarse to fine; lateral[i - 1] is still the raw lateral when used as guide
+        for i in range(num_levels - 1, 0, -1):
+            upsampler = None if self.top_down_upsamplers is None else \
+                self.top_down_upsamplers[i - 1]
+            laterals[i - 1] = laterals[i - 1] + self._step(laterals[i], laterals[i - 1],
+                                                           upsampler)
+
+        fpn_outs = [self.fpn_convs[i](laterals[i]) for i in range(num_levels - 1)]
+        fpn_outs.append(laterals[-1])  # the PSP feature
+
+        # fusion: every level to the finest one; coarse first so that guides (finer fpn_outs)
+        # are still the un-resized FPN outputs
+        for i in range(num_levels - 1, 0, -1):
+            if self.fusion_upsamplers is None:
+                fpn_outs[i] = resize(fpn_outs[i], size=fpn_outs[0].shape[2:], **self.interp_cfg)
+                continue
+            chain = self.fusion_upsamplers[i - 1]
+            out = fpn_outs[i]
+            for t, level in enumerate(range(i, 0, -1)):
+                out = self._step(out, fpn_outs[level - 1], chain[t])
+            fpn_outs[i] = out
+        feats = self.fpn_bottleneck(torch.cat(fpn_outs, dim=1))
+        return feats
