@@ -84,12 +84,11 @@ class UpsampleUPerHead(UPerHead):
                                  "upsample_cfg a 'type' (e.g. dict(type='CARAFE')), got "
                                  f'upsample_cfg={upsample_cfg!r}')
             # plain UPerHead: no new modules, so the state_dict is UPerHead's
-            self.interp_cfg = dict(mode='bilinear', align_corners=self.align_corners)
-            self.interp_cfg.update(upsample_cfg)
+            self.interp_cfg = self._interp_cfg(upsample_cfg)
             self.top_down_upsamplers = None
             self.fusion_upsamplers = None
             return
-        self.interp_cfg = dict(mode='bilinear', align_corners=self.align_corners)
+        self.interp_cfg = self._interp_cfg({})  # the fusion resizes unless fusion_upsample
         for key, want in (('channels', self.channels), ('scale_factor', STEP_SCALE)):
             if key in upsample_cfg and upsample_cfg[key] != want:
                 raise ValueError(f'upsample_cfg[{key!r}]={upsample_cfg[key]!r} but '
@@ -102,6 +101,15 @@ class UpsampleUPerHead(UPerHead):
         self.fusion_upsamplers = nn.ModuleList(
             nn.ModuleList(self._build_upsampler() for _ in range(level))
             for level in range(1, num_steps + 1)) if fusion_upsample else None
+
+    def _interp_cfg(self, kwargs):
+        # UPerHead's resizes: bilinear with the head's align_corners; align_corners only goes to
+        # modes that accept it, so dict(mode='nearest') works as in mmdet's FPN upsample_cfg
+        interp = dict(kwargs)
+        interp.setdefault('mode', 'bilinear')
+        if interp['mode'] in ('linear', 'bilinear', 'bicubic', 'trilinear'):
+            interp.setdefault('align_corners', self.align_corners)
+        return interp
 
     def _build_upsampler(self):
         cfg = dict(self.upsample_cfg)
