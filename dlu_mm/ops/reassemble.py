@@ -1,0 +1,203 @@
+"""Content-aware reassembly: the CARAFE op and DLU's guided (kernel-sampling) variant.
+
+``reassemble`` (CARAFE, Wang et al., ICCV 2019): every output pixel (i', j') is a weighted sum of
+the k x k low-res window around its parent (i'//s, j'//s), with its own predicted kernel::
+
+    Y[n, c, i', j'] = sum_{ky,kx} K[n, g*k*k + ky*k + kx, i', j'] * X[n, c, i'//s + ky - r, j'//s + kx - r]
+
+channel c uses kernel group g = c // (C/G); taps outside the image contribute zero and the weights
+are not renormalised at borders.
+
+``guided_reassemble`` (DLU, Fu et al., ICPR 2024): the kernel of (i', j') for group g is first
+sampled bilinearly from a low-res *kernel space* at (i'//s + dy, j'//s + dx) with border clamping,
+then used exactly as above.
+
+This file holds the argument checks shared with the compiled kernels (``check_*_args``), the
+pure-PyTorch references (test oracle, CPU fallback, ONNX path) and the public, dispatching ops.
+"""
+import torch
+import torch.nn.functional as F
+
+from ..utils import check_4d, check_divisible, check_int, check_odd, check_same_device_dtype
+from .dispatch import dispatch
+
+__all__ = ['reassemble', 'reassemble_reference', 'guided_reassemble',
+           'guided_reassemble_reference', 'check_reassemble_args',
+           'check_guided_reassemble_args', 'kernel_softmax', 'sample_kernel_space',
+           'local_window_similarity']
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks (also used by dlu_mm.ops._native)
+# ---------------------------------------------------------------------------------------------
+def _check_scale(scale_factor):
+    return check_int('scale_factor', scale_factor, 1)
+
+
+def _check_per_pixel(name, tensor, channels, x, scale_factor):
+    """``tensor`` must be (N, channels, s*H, s*W) on x's device with x's dtype."""
+    check_4d(name, tensor)
+    if tensor.shape[1] != channels:
+        raise ValueError(f'{name} must have {channels} channels, got shape {tuple(tensor.shape)}')
+    check_same_device_dtype(name, tensor, 'x', x)
+    want = (x.shape[0], channels, x.shape[2] * scale_factor, x.shape[3] * scale_factor)
+    if tuple(tensor.shape) != want:
+        raise ValueError(f'{name} must have shape {want} (batch of x, scale_factor={scale_factor} '
+                         f'x the spatial size {tuple(x.shape[2:])} of x), got '
+                         f'{tuple(tensor.shape)}')
+
+
+def _check_common(x, k, groups, scale_factor):
+    check_4d('x', x)
+    if not x.is_floating_point():
+        raise TypeError(f'x must be a floating-point tensor, got dtype {x.dtype}')
+    k = check_odd('k', k)
+    groups = check_int('groups', groups, 1)
+    check_divisible('channels of x', x.shape[1], 'groups', groups)
+    return k, groups, _check_scale(scale_factor)
+
+
+def check_reassemble_args(x, kernels, k, groups=1, scale_factor=2):
+    """Validate ``reassemble``'s arguments; returns ``(k, groups, scale_factor)`` as ints."""
+    k, groups, scale_factor = _check_common(x, k, groups, scale_factor)
+    _check_per_pixel('kernels', kernels, groups * k * k, x, scale_factor)
+    return k, groups, scale_factor
+
+
+def check_guided_reassemble_args(x, kernel_space, offsets, k, groups=1, scale_factor=2):
+    """Validate ``guided_reassemble``'s arguments; returns ``(k, groups, scale_factor)``."""
+    k, groups, scale_factor = _check_common(x, k, groups, scale_factor)
+    _check_per_pixel('kernel_space', kernel_space, groups * k * k, x, 1)
+    _check_per_pixel('offsets', offsets, 2 * groups, x, scale_factor)
+    return k, groups, scale_factor
+
+
+def kernel_softmax(logits, groups=1):
+    """Normalise (N, G*k*k, H, W) kernel logits with a softmax over each group's k*k taps.
+
+    The result keeps the logits' dtype (no silent fp16 -> fp32 promotion outside autocast).
+    """
+    n, c, h, w = logits.shape
+    return logits.reshape(n, groups, c // groups, h, w).softmax(2).reshape(n, c, h, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# References
+# ---------------------------------------------------------------------------------------------
+def _low_res_windows(x, k):
+    """(N, C, H, W) -> zero-padded k x k windows as a strided VIEW (N, C, H, W, k, k).
+
+    Unfolding at low resolution and broadcasting over the s x s children keeps the reference at
+    k*k/s^2 copies of the output instead of k*k (nothing is copied here; einsum copies once).
+    """
+    r = (k - 1) // 2
+    return F.pad(x, (r, r, r, r)).unfold(2, k, 1).unfold(3, k, 1)
+
+
+def _compute_dtype(dtype):
+    # fp16/bf16 are accumulated in fp32 (as the compiled kernels do); fp64 stays fp64
+    return torch.promote_types(dtype, torch.float32)
+
+
+def reassemble_reference(x, kernels, k, groups=1, scale_factor=2):
+    """Pure-PyTorch ``reassemble`` (differentiable to any order); arguments are not re-checked."""
+    n, c, h, w = x.shape
+    s, g = scale_factor, groups
+    dtype = _compute_dtype(x.dtype)
+    windows = _low_res_windows(x.to(dtype), k).reshape(n, g, c // g, h, w, k, k)
+    kernels = kernels.to(dtype).reshape(n, g, k, k, h, s, w, s)
+    # a, b: tap row/col; y, v: sub-pixel row/col of the s x s children of low-res pixel (h, w)
+    out = torch.einsum('ngchwab,ngabhywv->ngchywv', windows, kernels)  # (N, G, C/G, H, s, W, s)
+    return out.reshape(n, c, h * s, w * s).to(x.dtype)
+
+
+def sample_kernel_space(kernel_space, offsets, groups, scale_factor):
+    """Bilinearly sample per-output-pixel kernels from a low-res kernel space.
+
+    kernel_space (N, G*k*k, H, W); offsets (N, 2G, sH, sW), channel 2g = x, 2g + 1 = y, in
+    low-res pixels. Returns (N, G*k*k, sH, sW): group g's kernel of output pixel (i', j') is
+    kernel_space bilinearly sampled at (i'//s + dy, j'//s + dx), coordinates clamped to
+    [0, H-1] x [0, W-1] (grid_sample(align_corners=True, padding_mode='border') values).
+
+    Pixel-unit maths keeps 1-pixel maps finite. The lower corner is floor(coord) limited to
+    size-2, so at integer coordinates (every coordinate at DLU's zero-offset init) the gradient
+    w.r.t. the offset is the one-sided in-image difference S[i+1] - S[i] (S[i] - S[i-1] at the
+    last row/col), never a difference with the outside as grid_sample's is.
+    """
+    n, gkk, h, w = kernel_space.shape
+    s, g = scale_factor, groups
+    kk = gkk // g
+    # coordinates in fp32 at least: fp16 cannot hold i + 0.3 for i in the hundreds
+    dtype = _compute_dtype(offsets.dtype)
+    offsets = offsets.to(dtype).reshape(n, g, 2, h * s, w * s)
+    rows = torch.arange(h * s, device=offsets.device, dtype=dtype).div_(s).floor_()
+    cols = torch.arange(w * s, device=offsets.device, dtype=dtype).div_(s).floor_()
+    y = (rows[:, None] + offsets[:, :, 1]).clamp(0, h - 1)  # (N, G, sH, sW)
+    x = (cols[None, :] + offsets[:, :, 0]).clamp(0, w - 1)
+    y0 = y.detach().floor().clamp_(max=max(h - 2, 0))
+    x0 = x.detach().floor().clamp_(max=max(w - 2, 0))
+    wy, wx = y - y0, x - x0  # in [0, 1]; 0 on 1-pixel axes
+    y0, x0 = y0.long(), x0.long()
+    y1, x1 = (y0 + 1).clamp_(max=h - 1), (x0 + 1).clamp_(max=w - 1)
+
+    flat = kernel_space.to(dtype).reshape(n, g, kk, h * w)
+
+    pixels = h * s * w * s  # explicit sizes: reshape(-1) is ambiguous for N == 0
+
+    def corner(yi, xi):  # kernel_space at integer pixels (yi, xi) -> (N, G, k*k, sH*sW)
+        index = (yi * w + xi).reshape(n, g, 1, pixels).expand(n, g, kk, pixels)
+        return flat.gather(3, index)
+
+    wy, wx = wy.reshape(n, g, 1, pixels), wx.reshape(n, g, 1, pixels)
+    top = corner(y0, x0) * (1 - wx) + corner(y0, x1) * wx
+    bottom = corner(y1, x0) * (1 - wx) + corner(y1, x1) * wx
+    sampled = top * (1 - wy) + bottom * wy  # (N, G, k*k, sH*sW)
+    return sampled.reshape(n, gkk, h * s, w * s).to(kernel_space.dtype)
+
+
+def guided_reassemble_reference(x, kernel_space, offsets, k, groups=1, scale_factor=2):
+    """Pure-PyTorch ``guided_reassemble``: materialises the sampled kernels, then reassembles."""
+    kernels = sample_kernel_space(kernel_space, offsets, groups, scale_factor)
+    return reassemble_reference(x, kernels, k, groups, scale_factor)
+
+
+def local_window_similarity(query, key, k, scale_factor=2):
+    """Dot product of each high-res query with the k x k low-res window of its parent.
+
+    query (N, D, sH, sW), key (N, D, H, W) -> (N, k*k, sH, sW) with
+    ``out[n, ky*k + kx, i', j'] = sum_d query[n, d, i', j'] * key[n, d, i'//s + ky - r, j'//s + kx - r]``
+    and 0 for taps outside the image (SAPA's similarity; the adjoint gather of ``reassemble``).
+    """
+    n, d, h, w = key.shape
+    s = scale_factor
+    dtype = _compute_dtype(query.dtype)
+    windows = _low_res_windows(key.to(dtype), k)  # (N, D, H, W, k, k) view
+    grouped = query.to(dtype).reshape(n, d, h, s, w, s)
+    out = torch.einsum('ndhwab,ndhywv->nabhywv', windows, grouped)  # (N, k, k, H, s, W, s)
+    return out.reshape(n, k * k, h * s, w * s).to(query.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public ops
+# ---------------------------------------------------------------------------------------------
+def reassemble(x, kernels, k, groups=1, scale_factor=2):
+    """CARAFE reassembly: x (N, C, H, W), kernels (N, G*k*k, sH, sW) -> (N, C, sH, sW).
+
+    Kernels are used as given (normalise them first, e.g. softmax over each group's k*k taps).
+    """
+    k, groups, scale_factor = check_reassemble_args(x, kernels, k, groups, scale_factor)
+    return dispatch('reassemble', x.device.type, reassemble_reference,
+                    (x, kernels, k, groups, scale_factor))
+
+
+def guided_reassemble(x, kernel_space, offsets, k, groups=1, scale_factor=2):
+    """DLU reassembly with kernels sampled from a low-res kernel space (see module docstring).
+
+    x (N, C, H, W); kernel_space (N, G*k*k, H, W), already normalised; offsets (N, 2G, sH, sW),
+    channel 2g = x (column) and 2g + 1 = y (row) offset of group g in low-res pixels.
+    Returns (N, C, sH, sW); differentiable w.r.t. x, kernel_space and offsets.
+    """
+    k, groups, scale_factor = check_guided_reassemble_args(x, kernel_space, offsets, k, groups,
+                                                           scale_factor)
+    return dispatch('guided_reassemble', x.device.type, guided_reassemble_reference,
+                    (x, kernel_space, offsets, k, groups, scale_factor))
