@@ -89,11 +89,6 @@ class UpsampleUPerHead(UPerHead):
             self.fusion_upsamplers = None
             return
         self.interp_cfg = self._interp_cfg({})  # the fusion resizes unless fusion_upsample
-        for key, want in (('channels', self.channels), ('scale_factor', STEP_SCALE)):
-            if key in upsample_cfg and upsample_cfg[key] != want:
-                raise ValueError(f'upsample_cfg[{key!r}]={upsample_cfg[key]!r} but '
-                                 f'UpsampleUPerHead needs {key}={want} (the head\'s channels, one '
-                                 '2x step per level); leave it out')
         # top_down_upsamplers[i - 1] takes level i to level i - 1
         self.top_down_upsamplers = nn.ModuleList(
             self._build_upsampler() for _ in range(num_steps))
@@ -112,10 +107,9 @@ class UpsampleUPerHead(UPerHead):
         return interp
 
     def _build_upsampler(self):
-        cfg = dict(self.upsample_cfg)
-        cfg['channels'] = self.channels
-        cfg['scale_factor'] = STEP_SCALE
-        return build_upsampler(cfg)
+        # build_upsampler rejects an unknown type (listing the known ones) and a cfg whose
+        # channels / scale_factor contradict the head's
+        return build_upsampler(self.upsample_cfg, self.channels, STEP_SCALE)
 
     def upsamplers(self):
         """Every learnable upsampler module of the head (empty without an upsampler type)."""
