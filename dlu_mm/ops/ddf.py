@@ -1,0 +1,117 @@
+"""Decoupled dynamic filter (DDF) op and FilterNorm (Zhou et al., "Decoupled Dynamic Filter
+Networks", CVPR 2021).
+
+A DDF filter is the product (``'mul'``) or sum (``'add'``) of a spatial filter shared by all
+channels and a channel filter shared by all positions:
+
+    Y[n, c, p] = sum_t X[n, c, p*stride + dilation*(t - r)] * S[n, t, p] * Ch[n, c, t]     (mul)
+    Y[n, c, p] = sum_t X[n, c, p*stride + dilation*(t - r)] * (S[n, t, p] + Ch[n, c, t])   (add)
+
+with t = ty*k + tx, r = (k-1)/2 per axis and taps outside the image skipped. The output has
+floor(H/stride) x floor(W/stride) pixels.
+"""
+import torch
+
+from ..utils import check_4d, check_choice, check_int, check_odd, check_same_device_dtype
+from .dispatch import dispatch
+
+DDF_COMBINES = ('mul', 'add')
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def check_ddf_args(x, channel_filter, spatial_filter, k, dilation=1, stride=1, combine='mul'):
+    """Validate :func:`ddf`'s arguments (shared with the native wrapper).
+
+    Returns ``(k, dilation, stride, combine)`` normalised to Python ints / str.
+    """
+    k = check_odd('k', k)
+    dilation = check_int('dilation', dilation, 1)
+    stride = check_int('stride', stride, 1)
+    check_choice('combine', combine, DDF_COMBINES)
+    check_4d('x', x)
+    check_4d('channel_filter', channel_filter)
+    check_4d('spatial_filter', spatial_filter)
+    check_same_device_dtype('channel_filter', channel_filter, 'x', x)
+    check_same_device_dtype('spatial_filter', spatial_filter, 'x', x)
+    n, c, h, w = x.shape
+    want = (n, c, k, k)
+    if tuple(channel_filter.shape) != want:
+        raise ValueError(f'channel_filter must have shape (N, C, k, k) = {want} for x of shape '
+                         f'{tuple(x.shape)} and k={k}, got {tuple(channel_filter.shape)}')
+    want = (n, k * k, h // stride, w // stride)
+    if tuple(spatial_filter.shape) != want:
+        raise ValueError(f'spatial_filter must have shape (N, k*k, H//stride, W//stride) = {want} '
+                         f'for x of shape {tuple(x.shape)}, k={k}, stride={stride}, got '
+                         f'{tuple(spatial_filter.shape)}')
+    return k, dilation, stride, combine
+
+
+def ddf_reference(x, channel_filter, spatial_filter, k, dilation=1, stride=1, combine='mul'):
+    """Pure-PyTorch DDF (differentiable; arguments as :func:`ddf`, assumed valid).
+
+    Loops over the k*k taps and accumulates shifted, strided views of the zero-padded input, so
+    it never holds more than a couple of output-sized temporaries (an unfold would hold k*k).
+    fp16/bf16 inputs accumulate in fp32 and return in their own dtype.
+    """
+    out_dtype = x.dtype
+    if out_dtype in _LOW_PRECISION:
+        x, channel_filter, spatial_filter = (
+            t.float() for t in (x, channel_filter, spatial_filter))
+    n, c, h, w = x.shape
+    out_h, out_w = h // stride, w // stride
+    pad = dilation * (k - 1) // 2
+    x_pad = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # zeros = skipped taps
+    out = None
+    for ty in range(k):
+        # Tap rows ty*dil + stride*p for p < out_h; an empty slice when out_h == 0.
+        rows = slice(ty * dilation, ty * dilation + stride * out_h, stride)
+        for tx in range(k):
+            cols = slice(tx * dilation, tx * dilation + stride * out_w, stride)
+            t = ty * k + tx
+            tap = x_pad[:, :, rows, cols]  # (N, C, out_h, out_w)
+            spatial = spatial_filter[:, t:t + 1]  # (N, 1, out_h, out_w)
+            channel = channel_filter[:, :, ty, tx, None, None]  # (N, C, 1, 1)
+            weight = spatial * channel if combine == 'mul' else spatial + channel
+            out = tap * weight if out is None else out + tap * weight
+    return out.to(out_dtype)
+
+
+def ddf(x, channel_filter, spatial_filter, k, dilation=1, stride=1, combine='mul'):
+    """Decoupled dynamic filtering.
+
+    Args:
+        x: (N, C, H, W) input.
+        channel_filter: (N, C, k, k) filter per channel, shared over positions.
+        spatial_filter: (N, k*k, H//stride, W//stride) filter per output position, shared over
+            channels (tap t = ty*k + tx).
+        k: odd kernel size. dilation, stride: positive ints.
+        combine: 'mul' (product of the two filters) or 'add' (their sum).
+
+    Returns:
+        (N, C, H//stride, W//stride) tensor of x's dtype.
+    """
+    k, dilation, stride, combine = check_ddf_args(x, channel_filter, spatial_filter, k, dilation,
+                                                  stride, combine)
+    return dispatch('ddf', x.device.type, ddf_reference,
+                    (x, channel_filter, spatial_filter, k, dilation, stride, combine))
+
+
+def filter_norm(filters, scale, dim, eps=1e-10):
+    """DDF's FilterNorm: standardise each filter over its taps, then rescale.
+
+    ``filters`` holds the taps of each filter along ``dim``; every filter has its mean over the
+    taps subtracted and is divided by (unbiased std over the taps + eps), then multiplied by
+    ``scale`` (a float, or a tensor broadcastable to ``filters``). Statistics are taken in fp32
+    for fp16/bf16 filters (eps=1e-10 underflows in half precision); the result keeps the input
+    dtype. Needs at least two taps (the unbiased std of one tap is undefined).
+    """
+    if filters.shape[dim] < 2:
+        raise ValueError(f'filter_norm needs at least 2 taps along dim {dim}, got filters of '
+                         f'shape {tuple(filters.shape)}')
+    dtype = filters.dtype
+    work = filters.float() if dtype in _LOW_PRECISION else filters
+    centred = work - work.mean(dim=dim, keepdim=True)
+    # unbiased std written out: Tensor.std warns on empty batches
+    std = (centred.square().sum(dim=dim, keepdim=True) / (filters.shape[dim] - 1)).sqrt()
+    normed = centred / (std + eps)
+    return (normed * scale).to(dtype)

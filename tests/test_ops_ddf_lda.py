@@ -1,0 +1,298 @@
+"""ddf and local_deformable_attention: references against direct per-pixel loops, gradcheck,
+argument validation, dtypes and edge shapes."""
+import math
+import statistics
+
+import pytest
+import torch
+
+from dlu_mm.ops import (ddf, ddf_reference, local_deformable_attention,
+                        local_deformable_attention_reference)
+from dlu_mm.ops.ddf import filter_norm
+
+pytestmark = pytest.mark.filterwarnings('ignore:dlu_mm. no compiled')
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent oracles: plain Python loops over every output element
+# ---------------------------------------------------------------------------------------------
+def ddf_loop(x, channel_filter, spatial_filter, k, dilation, stride, combine):
+    n_, c_, h, w = x.shape
+    out_h, out_w = h // stride, w // stride
+    xs, chs, sps = x.tolist(), channel_filter.tolist(), spatial_filter.tolist()
+    r = (k - 1) // 2
+    out = torch.zeros(n_, c_, out_h, out_w, dtype=torch.float64)
+    for n in range(n_):
+        for c in range(c_):
+            for i in range(out_h):
+                for j in range(out_w):
+                    acc = 0.0
+                    for ty in range(k):
+                        for tx in range(k):
+                            y, xx = i * stride + dilation * (ty - r), j * stride + dilation * (tx - r)
+                            if not (0 <= y < h and 0 <= xx < w):
+                                continue
+                            s, ch = sps[n][ty * k + tx][i][j], chs[n][c][ty][tx]
+                            acc += xs[n][c][y][xx] * (s * ch if combine == 'mul' else s + ch)
+                    out[n, c, i, j] = acc
+    return out
+
+
+def bilinear_zero(feature, y, x):
+    """feature: nested list [H][W]; bilinear at (y, x) in pixels, zero outside."""
+    h, w = len(feature), len(feature[0])
+    y0, x0 = math.floor(y), math.floor(x)
+    total = 0.0
+    for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+        for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+            if 0 <= yy < h and 0 <= xx < w:
+                total += wy * wx * feature[yy][xx]
+    return total
+
+
+def lda_loop(q, key, value, offsets, rpb, num_heads, groups):
+    n_, d_, out_h, out_w = q.shape
+    c_, h, w = value.shape[1:]
+    p_ = offsets.shape[1] // (2 * groups)
+    fy = (h - 1) / (out_h - 1) if out_h > 1 else 0.0
+    fx = (w - 1) / (out_w - 1) if out_w > 1 else 0.0
+    qs, ks, vs, offs = q.tolist(), key.tolist(), value.tolist(), offsets.tolist()
+    rpbs = rpb.tolist() if rpb is not None else None
+    hd_k, hd_v = d_ // num_heads, c_ // num_heads
+    out = torch.zeros(n_, c_, out_h, out_w, dtype=torch.float64)
+    for n in range(n_):
+        for i in range(out_h):
+            for j in range(out_w):
+                k_s = [[0.0] * p_ for _ in range(d_)]
+                v_s = [[0.0] * p_ for _ in range(c_)]
+                for g in range(groups):
+                    for p in range(p_):
+                        dy = offs[n][g * 2 * p_ + 2 * p][i][j]
+                        dx = offs[n][g * 2 * p_ + 2 * p + 1][i][j]
+                        y, x = (i + dy) * fy, (j + dx) * fx
+                        for d in range(g * d_ // groups, (g + 1) * d_ // groups):
+                            k_s[d][p] = bilinear_zero(ks[n][d], y, x)
+                        for c in range(g * c_ // groups, (g + 1) * c_ // groups):
+                            v_s[c][p] = bilinear_zero(vs[n][c], y, x)
+                for hh in range(num_heads):
+                    logits = []
+                    for p in range(p_):
+                        dot = 0.0
+                        for d in range(hh * hd_k, (hh + 1) * hd_k):
+                            bias = rpbs[hh][p][d - hh * hd_k] if rpbs is not None else 0.0
+                            dot += qs[n][d][i][j] * (k_s[d][p] + bias)
+                        logits.append(dot / math.sqrt(hd_k))
+                    top = max(logits)
+                    exps = [math.exp(v - top) for v in logits]
+                    attn = [e / sum(exps) for e in exps]
+                    for c in range(hh * hd_v, (hh + 1) * hd_v):
+                        out[n, c, i, j] = sum(a * v_s[c][p] for p, a in enumerate(attn))
+    return out
+
+
+def ddf_inputs(n=2, c=3, h=5, w=7, k=3, stride=1, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g, dtype=dtype)
+    ch = torch.randn(n, c, k, k, generator=g, dtype=dtype)
+    sp = torch.randn(n, k * k, h // stride, w // stride, generator=g, dtype=dtype)
+    return x, ch, sp
+
+
+def lda_inputs(n=1, d=4, c=6, h=3, w=4, out_h=6, out_w=8, points=4, groups=2, heads=2,
+               rpb=True, spread=3.0, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, d, out_h, out_w, generator=g, dtype=dtype)
+    key = torch.randn(n, d, h, w, generator=g, dtype=dtype)
+    value = torch.randn(n, c, h, w, generator=g, dtype=dtype)
+    # displacements of up to +-spread output pixels: many points fall outside the image
+    offsets = (torch.rand(n, groups * 2 * points, out_h, out_w, generator=g, dtype=dtype) * 2
+               - 1) * spread
+    bias = (torch.randn(heads, points, d // heads, generator=g, dtype=dtype) if rpb else None)
+    return q, key, value, offsets, bias
+
+
+# ---------------------------------------------------------------------------------------------
+# ddf
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('combine', ['mul', 'add'])
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('dilation', [1, 2])
+def test_ddf_reference_matches_loop(combine, stride, dilation):
+    x, ch, sp = ddf_inputs(h=5, w=7, stride=stride)
+    want = ddf_loop(x, ch, sp, 3, dilation, stride, combine)
+    got = ddf_reference(x, ch, sp, 3, dilation, stride, combine)
+    assert got.shape == want.shape == (2, 3, 5 // stride, 7 // stride)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_ddf_reference_k5_odd_sizes_and_public_op():
+    x, ch, sp = ddf_inputs(n=1, c=2, h=7, w=4, k=5, stride=3, seed=3)
+    want = ddf_loop(x, ch, sp, 5, 1, 3, 'add')
+    torch.testing.assert_close(ddf_reference(x, ch, sp, 5, 1, 3, 'add'), want)
+    torch.testing.assert_close(ddf(x, ch, sp, 5, 1, 3, 'add'), want)
+
+
+def test_ddf_non_contiguous_inputs():
+    x, ch, sp = ddf_inputs(h=6, w=5, seed=1)
+    want = ddf(x, ch, sp, 3)
+    x_nc = x.transpose(2, 3).contiguous().transpose(2, 3)
+    sp_nc = sp.transpose(2, 3).contiguous().transpose(2, 3)
+    ch_nc = ch.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not x_nc.is_contiguous()
+    torch.testing.assert_close(ddf(x_nc, ch_nc, sp_nc, 3), want)
+
+
+def test_ddf_gradcheck():
+    x, ch, sp = ddf_inputs(n=1, c=2, h=4, w=5, stride=2, seed=2)
+    for combine in ('mul', 'add'):
+        args = [t.clone().requires_grad_() for t in (x, ch, sp)]
+        assert torch.autograd.gradcheck(
+            lambda a, b, c: ddf_reference(a, b, c, 3, 2, 2, combine), args)
+
+
+@pytest.mark.parametrize('shape', [(0, 3, 5, 7), (2, 3, 1, 6), (2, 3, 5, 1), (1, 2, 1, 1)])
+def test_ddf_edge_shapes(shape):
+    n, c, h, w = shape
+    x, ch, sp = ddf_inputs(n, c, h, w, seed=4)
+    out = ddf(x, ch, sp, 3)
+    assert out.shape == shape
+    if n:
+        torch.testing.assert_close(out, ddf_loop(x, ch, sp, 3, 1, 1, 'mul'))
+
+
+def test_ddf_stride_larger_than_input_gives_empty_output():
+    x, ch, _ = ddf_inputs(1, 2, 1, 3)
+    out = ddf(x, ch, torch.zeros(1, 9, 0, 1, dtype=x.dtype), 3, stride=2)
+    assert out.shape == (1, 2, 0, 1)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_ddf_low_precision(dtype):
+    x, ch, sp = ddf_inputs(dtype=torch.float32, seed=5)
+    out = ddf(x.to(dtype), ch.to(dtype), sp.to(dtype), 3)
+    assert out.dtype == dtype
+    want = ddf_reference(*(t.to(dtype).float() for t in (x, ch, sp)), 3)
+    torch.testing.assert_close(out.float(), want, rtol=5e-2, atol=5e-2)
+
+
+def test_ddf_errors():
+    x, ch, sp = ddf_inputs()
+    with pytest.raises(ValueError, match='k must be an odd'):
+        ddf(x, ch, sp, 2)
+    with pytest.raises(ValueError, match='combine'):
+        ddf(x, ch, sp, 3, combine='sum')
+    with pytest.raises(ValueError, match='x must be 4-D'):
+        ddf(x[0], ch, sp, 3)
+    with pytest.raises(ValueError, match='channel_filter must have shape'):
+        ddf(x, ch[:, :2], sp, 3)
+    with pytest.raises(ValueError, match='spatial_filter must have shape'):
+        ddf(x, ch, sp, 3, stride=2)
+    with pytest.raises(TypeError, match='dtype'):
+        ddf(x, ch.float(), sp, 3)
+    with pytest.raises(TypeError, match='stride must be an integer'):
+        ddf(x, ch, sp, 3, stride=1.0)
+    with pytest.raises(ValueError, match='dilation'):
+        ddf(x, ch, sp, 3, dilation=0)
+
+
+def test_filter_norm_matches_hand_statistics():
+    g = torch.Generator().manual_seed(0)
+    filters = torch.randn(2, 3, 9, dtype=torch.float64, generator=g)
+    scale = torch.randn(3, 9, dtype=torch.float64, generator=g)
+    got = filter_norm(filters, scale, dim=2)
+    for n in range(2):
+        for c in range(3):
+            taps = filters[n, c].tolist()
+            mean, std = statistics.mean(taps), statistics.stdev(taps)  # stdev: unbiased
+            want = [(t - mean) / (std + 1e-10) * s for t, s in zip(taps, scale[c].tolist())]
+            torch.testing.assert_close(got[n, c], torch.tensor(want, dtype=torch.float64))
+    # bf16 keeps its dtype (statistics in fp32: 1e-10 would underflow in half precision)
+    assert filter_norm(filters.bfloat16(), 0.5, dim=2).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match='at least 2 taps'):
+        filter_norm(filters[..., :1], 1.0, dim=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# local_deformable_attention
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('heads,groups,rpb', [(1, 1, False), (1, 2, True), (2, 1, True),
+                                              (2, 2, False), (2, 2, True)])
+def test_lda_reference_matches_loop(heads, groups, rpb):
+    args = lda_inputs(groups=groups, heads=heads, rpb=rpb, seed=heads * 10 + groups)
+    want = lda_loop(*args, heads, groups)
+    got = local_deformable_attention_reference(*args, heads, groups)
+    assert got.shape == (1, 6, 6, 8)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_lda_points_outside_stay_in_softmax():
+    # every point far outside: sampled keys and values are 0, logits q . rpb only, output 0;
+    # and with a single point inside, the outside ones still take their softmax share
+    q, key, value, offsets, bias = lda_inputs(groups=1, heads=1, points=2, seed=7)
+    offsets = torch.full_like(offsets, 100.0)
+    out = local_deformable_attention_reference(q, key, value, offsets, bias, 1, 1)
+    assert torch.equal(out, torch.zeros_like(out))
+    offsets[:, :2] = 0.0  # point 0 at the pixel itself
+    want = lda_loop(q, key, value, offsets, bias, 1, 1)
+    torch.testing.assert_close(local_deformable_attention_reference(
+        q, key, value, offsets, bias, 1, 1), want)
+    assert (want.abs() < value.abs().max()).all()
+
+
+@pytest.mark.parametrize('size', [(1, 4, 2, 8), (3, 1, 6, 1), (1, 1, 1, 1), (3, 4, 1, 5)])
+def test_lda_one_pixel_axes(size):
+    h, w, out_h, out_w = size
+    args = lda_inputs(h=h, w=w, out_h=out_h, out_w=out_w, seed=11)
+    got = local_deformable_attention(*args, 2, 2)
+    assert got.shape == (1, 6, out_h, out_w) and torch.isfinite(got).all()
+    torch.testing.assert_close(got, lda_loop(*args, 2, 2))
+
+
+def test_lda_empty_batch_and_non_contiguous():
+    q, key, value, offsets, bias = lda_inputs(n=2, seed=12)
+    out = local_deformable_attention(q[:0], key[:0], value[:0], offsets[:0], bias, 2, 2)
+    assert out.shape == (0, 6, 6, 8)
+    want = local_deformable_attention(q, key, value, offsets, bias, 2, 2)
+    nc = [t.transpose(2, 3).contiguous().transpose(2, 3) for t in (q, key, value, offsets)]
+    torch.testing.assert_close(local_deformable_attention(*nc, bias, 2, 2), want)
+
+
+def test_lda_gradcheck():
+    args = lda_inputs(d=4, c=4, h=3, w=3, out_h=5, out_w=4, points=3, spread=2.0, seed=13)
+    args = [t.clone().requires_grad_() for t in args]
+    assert torch.autograd.gradcheck(
+        lambda *a: local_deformable_attention_reference(*a, 2, 2), args)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_lda_low_precision(dtype):
+    args = lda_inputs(dtype=torch.float32, seed=14)
+    out = local_deformable_attention(*(t.to(dtype) for t in args), 2, 2)
+    assert out.dtype == dtype
+    want = local_deformable_attention_reference(*(t.to(dtype).float() for t in args), 2, 2)
+    torch.testing.assert_close(out.float(), want, rtol=5e-2, atol=5e-2)
+
+
+def test_lda_errors():
+    q, key, value, offsets, bias = lda_inputs(d=4, c=6, groups=2, heads=2)
+    op = local_deformable_attention
+    with pytest.raises(ValueError, match='divisible by groups=4'):
+        op(q, key, value, offsets[:, :16], None, 1, 4)  # D=4 ok, C=6 % 4 != 0
+    with pytest.raises(ValueError, match='divisible by num_heads=4'):
+        op(q, key, value, offsets, None, 4, 2)
+    with pytest.raises(ValueError, match='offsets must have groups'):
+        op(q, key, value, offsets[:, :7], bias, 2, 2)
+    with pytest.raises(ValueError, match='rpb must have shape'):
+        op(q, key, value, offsets, bias[:, :2], 2, 2)
+    with pytest.raises(ValueError, match='key must have as many channels'):
+        op(q, key[:, :2], value, offsets, bias, 2, 2)
+    with pytest.raises(ValueError, match='same spatial size'):
+        op(q, key, value[..., :2], offsets, bias, 2, 2)
+    with pytest.raises(ValueError, match='spatial size of q'):
+        op(q, key, value, offsets[..., :3], bias, 2, 2)
+    with pytest.raises(ValueError, match='q must be 4-D'):
+        op(q[0], key, value, offsets, bias, 2, 2)
+    with pytest.raises(TypeError, match='dtype'):
+        op(q, key.float(), value, offsets, bias, 2, 2)
+    with pytest.raises(TypeError, match='groups must be an integer'):
+        op(q, key, value, offsets, bias, 2, 2.0)
