@@ -1,0 +1,158 @@
+"""DDF-Up: upsampling with decoupled dynamic filters (Zhou et al., "Decoupled Dynamic Filter
+Networks", CVPR 2021).
+
+Each of the s*s sub-pixel positions has its own (spatial, channel) filter-branch pair; branch i
+filters the low-res input with :func:`dlu_mm.ops.ddf` and supplies sub-pixel (i // s, i % s) of
+every output block (pixel shuffle).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops.ddf import DDF_COMBINES, ddf, filter_norm
+from ..utils import (check_4d, check_choice, check_divisible, check_int, check_odd,
+                     check_same_device_dtype, check_spatial_scale)
+from .base import BaseUpsampler
+
+
+class DDFUp(BaseUpsampler):
+    """DDF-Up upsampler.
+
+    For each sub-pixel i in 0..s*s-1:
+      spatial filter  S_i  = FilterNorm(1x1 conv C -> head*k*k (depthwise dw_k x dw_k conv (x)))
+                             (joint mode: FilterNorm(1x1 conv joint_channels -> head*k*k (guide)))
+      channel filter Ch_i  = FilterNorm(1x1 conv -> C*k*k (ReLU (1x1 conv C -> floor(se*C)
+                             (global avg pool (x)))))
+      Y_i = ddf(x, Ch_i, S_i, k, dilation, combine)        # (N, C, H, W), head h filters
+                                                            # channels [h*C/head, (h+1)*C/head)
+    Y = pixel_shuffle(channel c*s*s + i <- Y_i[c])         # (N, C, sH, sW)
+    FilterNorm standardises every filter over its k*k taps and rescales by gain/k (spatial) or by
+    a learnable per-(channel, tap) scale initialised randn*gain/k (channel).
+    Params: 560,368 at C=256, s=2, k=3 (550,128 in joint mode with joint_channels=256).
+
+    Args:
+        channels: input (= output) channels C.
+        scale_factor: integer upsampling factor s.
+        kernel_size: DDF window k (odd, >= 3: FilterNorm needs >= 2 taps).
+        dilation: DDF dilation.
+        head: spatial-filter heads; C must be divisible by it.
+        se_ratio: channel-branch squeeze ratio (hidden channels max(floor(se_ratio*C), 1)).
+        nonlinearity: sets FilterNorm's gain (``torch.nn.init.calculate_gain``).
+        dw_kernel_size: depthwise conv size of the spatial branch (odd; clamped to >= 3).
+        joint_channels: > 0 turns on joint (guided) mode: ``forward(x, guide)`` with guide
+            (N, joint_channels, H, W) at x's resolution drives the spatial filters.
+        kernel_combine: 'mul' or 'add' (how spatial and channel filters combine).
+    Init (the spec is silent; DDF's release): kaiming-normal (fan_out, relu) convs, zero biases.
+    """
+
+    def __init__(self, channels, scale_factor=2, kernel_size=3, dilation=1, head=1,
+                 se_ratio=0.2, nonlinearity='linear', dw_kernel_size=3, joint_channels=-1,
+                 kernel_combine='mul', init_cfg=None):
+        super().__init__(channels, scale_factor, init_cfg=init_cfg)
+        self.kernel_size = check_odd('kernel_size', kernel_size, 3)
+        self.dilation = check_int('dilation', dilation, 1)
+        self.head = check_int('head', head, 1)
+        check_divisible('channels', self.channels, 'head', self.head)
+        if isinstance(se_ratio, bool) or not isinstance(se_ratio, (int, float)) or se_ratio <= 0:
+            raise ValueError(f'se_ratio must be a number > 0, got {se_ratio!r}')
+        # floor(se_ratio * C) as in DDF, at least 1 so that small test models still build
+        hidden = max(int(se_ratio * self.channels), 1)
+        self.se_ratio = se_ratio
+        self.nonlinearity = nonlinearity
+        self.gain = nn.init.calculate_gain(nonlinearity)  # ValueError for unknown names
+        # DDF clamps the depthwise kernel to >= 3; 'same' padding needs it odd.
+        self.dw_kernel_size = max(check_odd('dw_kernel_size', dw_kernel_size), 3)
+        self.joint_channels = check_int('joint_channels', joint_channels)
+        if self.joint_channels == 0 or self.joint_channels < -1:
+            raise ValueError(f'joint_channels must be -1 (no guide) or >= 1 (guide channels), '
+                             f'got {joint_channels}')
+        self.requires_guide = self.joint_channels > 0
+        self.kernel_combine = check_choice('kernel_combine', kernel_combine, DDF_COMBINES)
+
+        c, k, taps = self.channels, self.kernel_size, self.kernel_size ** 2
+        num_branches = self.scale_factor ** 2
+        if self.requires_guide:
+            self.spatial_branches = nn.ModuleList(
+                nn.Conv2d(self.joint_channels, self.head * taps, 1) for _ in range(num_branches))
+        else:
+            self.spatial_branches = nn.ModuleList(
+                nn.Sequential(
+                    nn.Conv2d(c, c, self.dw_kernel_size, padding=self.dw_kernel_size // 2,
+                              groups=c),
+                    nn.Conv2d(c, self.head * taps, 1)) for _ in range(num_branches))
+        self.channel_branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, hidden, 1), nn.ReLU(inplace=True),
+                          nn.Conv2d(hidden, c * taps, 1)) for _ in range(num_branches))
+        # FilterNorm's learnable channel-filter scale, one per (branch, channel, tap).
+        self.channel_filter_scale = nn.Parameter(torch.empty(num_branches, c, taps))
+        self.init_weights()
+
+    @property
+    def guide_channels(self):
+        return self.joint_channels
+
+    def init_weights(self):
+        """kaiming-normal convs with zero bias; channel FilterNorm scale ~ randn * gain / k."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            self.channel_filter_scale.normal_().mul_(self.gain / self.kernel_size)
+
+    def forward(self, x, guide=None):
+        if not self.requires_guide:
+            return super().forward(x, guide)
+        # Joint mode: the guide has x's resolution, which BaseUpsampler's guide check (s times
+        # x's size) does not allow, so check it here.
+        check_4d('x', x, self.channels)
+        if guide is None:
+            raise ValueError(f'DDFUp with joint_channels={self.joint_channels} is guided: '
+                             f'forward(x, guide) needs guide of shape '
+                             f'(N, {self.joint_channels}, H, W), got None')
+        check_4d('guide', guide, self.joint_channels)
+        check_same_device_dtype('guide', guide, 'x', x)
+        if guide.shape[0] != x.shape[0]:
+            raise ValueError(f'guide batch size {guide.shape[0]} != x batch size {x.shape[0]}')
+        check_spatial_scale('guide', guide, 'x', x, 1)
+        return self.upsample(x, guide)
+
+    def branch_filters(self, x, guide=None):
+        """Per sub-pixel branch i, the FilterNorm-ed (channel (N, C, k, k), spatial
+        (N, head*k*k, H, W)) filters, in x's dtype."""
+        n, c, h, w = x.shape
+        k, taps = self.kernel_size, self.kernel_size ** 2
+        pooled = F.adaptive_avg_pool2d(x, 1)  # (N, C, 1, 1)
+        spatial_input = guide if self.requires_guide else x
+        filters = []
+        for i, (spatial_branch, channel_branch) in enumerate(
+                zip(self.spatial_branches, self.channel_branches)):
+            spatial = spatial_branch(spatial_input).reshape(n, self.head, taps, h, w)
+            spatial = filter_norm(spatial, self.gain / k, dim=2).view(n, self.head * taps, h, w)
+            channel = channel_branch(pooled).reshape(n, c, taps)
+            channel = filter_norm(channel, self.channel_filter_scale[i], dim=2).view(n, c, k, k)
+            # under autocast the convs run in low precision; filter in x's dtype
+            filters.append((channel.to(x.dtype), spatial.to(x.dtype)))
+        return filters
+
+    def upsample(self, x, guide=None):
+        n, c, h, w = x.shape
+        s, k, head = self.scale_factor, self.kernel_size, self.head
+        # Heads filter disjoint channel blocks with their own spatial filter: fold them into the
+        # batch so each block is a plain DDF.
+        x_heads = x.reshape(n * head, c // head, h, w)
+        outputs = []
+        for channel, spatial in self.branch_filters(x, guide):
+            out = ddf(x_heads, channel.reshape(n * head, c // head, k, k),
+                      spatial.reshape(n * head, k * k, h, w), k, self.dilation, 1,
+                      self.kernel_combine)
+            outputs.append(out.reshape(n, c, h, w))
+        out = torch.stack(outputs, dim=2)  # (N, C, s*s, H, W): channel c*s*s + i <- branch i
+        return F.pixel_shuffle(out.view(n, c * s * s, h, w), s)  # (N, C, sH, sW)
+
+    def extra_repr(self):
+        return (f'{super().extra_repr()}, kernel_size={self.kernel_size}, '
+                f'dilation={self.dilation}, head={self.head}, se_ratio={self.se_ratio}, '
+                f'nonlinearity={self.nonlinearity!r}, dw_kernel_size={self.dw_kernel_size}, '
+                f'joint_channels={self.joint_channels}, '
+                f'kernel_combine={self.kernel_combine!r}')
