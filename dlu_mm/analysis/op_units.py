@@ -1,0 +1,146 @@
+"""Run dlu_mm's operators as single, opaque units so that counters see one node per call.
+
+With the compiled extension a call shows up as ``dlu_mm::<op>`` (in a jit trace and at the
+dispatcher). With the pure-PyTorch reference it would show up as its internals (einsum, gather,
+grid_sample, ...), which no counter can map back to the op's cost. Inside :func:`ops_as_units`
+every dlu_mm op call is routed through an equivalent opaque custom op
+``torch.ops.dlu_mm_analysis.<op>`` (same schema as ``dlu_mm::<op>``) whose implementation runs
+whatever backend dlu_mm's dispatch picks (compiled or reference). Counters therefore see exactly
+one ``dlu_mm_analysis::<op>`` node per call, whichever backend computes it, and never its
+internals; the values computed are unchanged. The units also have fake (meta) kernels, so
+models on the ``meta`` device can be counted without computing anything.
+
+How the routing works: every public op in :mod:`dlu_mm.ops` validates its arguments and then
+calls ``dispatch(op_name, device_type, reference, args)``. The context manager temporarily
+rebinds the name ``dispatch`` in the dlu_mm modules that imported it (and only there) to a
+function that calls the unit op; leaving the context restores it. The units have no autograd
+formula: use them for forward counting only.
+"""
+import contextlib
+import sys
+import threading
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..ops import dispatch as dispatch_module
+from ..ops.ddf import ddf_reference
+from ..ops.local_attention import local_deformable_attention_reference
+from ..ops.reassemble import guided_reassemble_reference, reassemble_reference
+
+__all__ = ['NAMESPACE', 'UNIT_OPS', 'ops_as_units']
+
+NAMESPACE = 'dlu_mm_analysis'
+_original_dispatch = dispatch_module.dispatch
+_REFERENCES = {
+    'reassemble': reassemble_reference,
+    'guided_reassemble': guided_reassemble_reference,
+    'ddf': ddf_reference,
+    'local_deformable_attention': local_deformable_attention_reference,
+}
+
+
+def _compute(op, args):
+    """What the public op would have run: compiled kernel or reference, per dlu_mm's backend."""
+    return _original_dispatch(op, args[0].device.type, _REFERENCES[op], args)
+
+
+@torch.library.custom_op(f'{NAMESPACE}::reassemble', mutates_args=())
+def _reassemble(x: Tensor, kernels: Tensor, k: int, groups: int, scale_factor: int) -> Tensor:
+    return _compute('reassemble', (x, kernels, k, groups, scale_factor))
+
+
+@torch.library.custom_op(f'{NAMESPACE}::guided_reassemble', mutates_args=())
+def _guided_reassemble(x: Tensor, kernel_space: Tensor, offsets: Tensor, k: int, groups: int,
+                       scale_factor: int) -> Tensor:
+    return _compute('guided_reassemble', (x, kernel_space, offsets, k, groups, scale_factor))
+
+
+@torch.library.custom_op(f'{NAMESPACE}::ddf', mutates_args=())
+def _ddf(x: Tensor, channel_filter: Tensor, spatial_filter: Tensor, k: int, dilation: int,
+         stride: int, combine: str) -> Tensor:
+    return _compute('ddf', (x, channel_filter, spatial_filter, k, dilation, stride, combine))
+
+
+@torch.library.custom_op(f'{NAMESPACE}::local_deformable_attention', mutates_args=())
+def _local_deformable_attention(q: Tensor, key: Tensor, value: Tensor, offsets: Tensor,
+                                rpb: Optional[Tensor], num_heads: int, groups: int) -> Tensor:
+    return _compute('local_deformable_attention', (q, key, value, offsets, rpb, num_heads, groups))
+
+
+@_reassemble.register_fake
+def _(x, kernels, k, groups, scale_factor):
+    n, c, h, w = x.shape
+    return x.new_empty(n, c, h * scale_factor, w * scale_factor)  # (N, C, sH, sW)
+
+
+@_guided_reassemble.register_fake
+def _(x, kernel_space, offsets, k, groups, scale_factor):
+    n, c, h, w = x.shape
+    return x.new_empty(n, c, h * scale_factor, w * scale_factor)  # (N, C, sH, sW)
+
+
+@_ddf.register_fake
+def _(x, channel_filter, spatial_filter, k, dilation, stride, combine):
+    n, c, h, w = x.shape
+    return x.new_empty(n, c, h // stride, w // stride)
+
+
+@_local_deformable_attention.register_fake
+def _(q, key, value, offsets, rpb, num_heads, groups):
+    return q.new_empty(q.shape[0], value.shape[1], q.shape[2], q.shape[3])  # (N, C, sH, sW)
+
+
+#: op name -> its opaque unit (callable with the public op's positional arguments)
+UNIT_OPS = {
+    'reassemble': _reassemble,
+    'guided_reassemble': _guided_reassemble,
+    'ddf': _ddf,
+    'local_deformable_attention': _local_deformable_attention,
+}
+
+
+def _dispatch_as_unit(op, device_type, reference, args):
+    unit = UNIT_OPS.get(op)
+    if unit is None:  # an op newer than this module: computed (and counted) as before
+        return _original_dispatch(op, device_type, reference, args)
+    return unit(*args)
+
+
+_lock = threading.Lock()
+_depth = 0
+_patched = []
+
+
+def _dispatching_modules():
+    """dlu_mm modules whose global ``dispatch`` is dlu_mm's dispatch function."""
+    for name, module in list(sys.modules.items()):
+        if (name == 'dlu_mm' or name.startswith('dlu_mm.')) and module is not None and \
+                getattr(module, 'dispatch', None) is _original_dispatch and \
+                module is not dispatch_module:
+            yield module
+
+
+@contextlib.contextmanager
+def ops_as_units():
+    """Within the context every dlu_mm op call runs as one ``dlu_mm_analysis::<op>`` node.
+
+    Re-entrant; results are identical to running without it (forward only: the units have no
+    autograd formula).
+    """
+    global _depth
+    with _lock:
+        if _depth == 0:
+            for module in _dispatching_modules():
+                module.dispatch = _dispatch_as_unit
+                _patched.append(module)
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                while _patched:
+                    _patched.pop().dispatch = _original_dispatch
