@@ -15,6 +15,8 @@ then used exactly as above.
 This file holds the argument checks shared with the compiled kernels (``check_*_args``), the
 pure-PyTorch references (test oracle, CPU fallback, ONNX path) and the public, dispatching ops.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -99,6 +101,13 @@ def _compute_dtype(dtype):
     return torch.promote_types(dtype, torch.float32)
 
 
+def _full_precision(device_type):
+    """Autocast off: it would run the references' einsum in fp16/bf16 (the kernels ignore it)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def reassemble_reference(x, kernels, k, groups=1, scale_factor=2):
     """Pure-PyTorch ``reassemble`` (differentiable to any order); arguments are not re-checked."""
     n, c, h, w = x.shape
@@ -107,7 +116,9 @@ def reassemble_reference(x, kernels, k, groups=1, scale_factor=2):
     windows = _low_res_windows(x.to(dtype), k).reshape(n, g, c // g, h, w, k, k)
     kernels = kernels.to(dtype).reshape(n, g, k, k, h, s, w, s)
     # a, b: tap row/col; y, v: sub-pixel row/col of the s x s children of low-res pixel (h, w)
-    out = torch.einsum('ngchwab,ngabhywv->ngchywv', windows, kernels)  # (N, G, C/G, H, s, W, s)
+    with _full_precision(x.device.type):
+        out = torch.einsum('ngchwab,ngabhywv->ngchywv', windows,
+                           kernels)  # (N, G, C/G, H, s, W, s)
     return out.reshape(n, c, h * s, w * s).to(x.dtype)
 
 
@@ -170,10 +181,14 @@ def local_window_similarity(query, key, k, scale_factor=2):
     """
     n, d, h, w = key.shape
     s = scale_factor
+    if tuple(query.shape) != (n, d, h * s, w * s):
+        raise ValueError(f'query must have shape {(n, d, h * s, w * s)} (key {tuple(key.shape)} '
+                         f'at scale_factor={s}), got {tuple(query.shape)}')
     dtype = _compute_dtype(query.dtype)
     windows = _low_res_windows(key.to(dtype), k)  # (N, D, H, W, k, k) view
     grouped = query.to(dtype).reshape(n, d, h, s, w, s)
-    out = torch.einsum('ndhwab,ndhywv->nabhywv', windows, grouped)  # (N, k, k, H, s, W, s)
+    with _full_precision(key.device.type):
+        out = torch.einsum('ndhwab,ndhywv->nabhywv', windows, grouped)  # (N, k, k, H, s, W, s)
     return out.reshape(n, k * k, h * s, w * s).to(query.dtype)
 
 
