@@ -85,6 +85,7 @@ class FlopCount:
     op (``conv``, ``addmm``, ``reassemble``, ...)."""
     by_category: Counter = dataclasses.field(default_factory=Counter)
     by_op: Counter = dataclasses.field(default_factory=Counter)
+    by_module: dict = dataclasses.field(default_factory=dict)
 
     @property
     def total(self):
@@ -96,12 +97,35 @@ class FlopCount:
 
 
 class FlopCounterMode(TorchDispatchMode):
-    """Adds the FLOPs of every dispatched op to :attr:`count` (see the module docstring)."""
+    """Adds the FLOPs of every dispatched op to :attr:`count` (see the module docstring).
 
-    def __init__(self):
+    Args:
+        modules: optional {name: nn.Module}; the FLOPs spent inside each (nested calls included)
+            are also added to ``count.by_module[name]``.
+    """
+
+    def __init__(self, modules=None):
         super().__init__()
         self.count = FlopCount()
         self._handlers = _aten_handlers()
+        self._modules = dict(modules or {})
+        self._active = []  # names of tracked modules whose forward is running
+        self._hooks = []
+
+    def __enter__(self):
+        for name, module in self._modules.items():
+            self.count.by_module.setdefault(name, 0)
+            self._hooks.append(module.register_forward_pre_hook(
+                lambda mod, args, name=name: self._active.append(name)))
+            self._hooks.append(module.register_forward_hook(
+                lambda mod, args, out: self._active.pop()))
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        while self._hooks:
+            self._hooks.pop().remove()
+        self._active.clear()
+        return super().__exit__(*exc)
 
     def _price(self, func, args, out):
         if func.namespace in DLU_MM_NAMESPACES:
@@ -123,12 +147,18 @@ class FlopCounterMode(TorchDispatchMode):
         name, cost = self._price(func, args, out)
         if cost:
             self.count.by_category.update(cost)
-            self.count.by_op[name] += sum(cost.values())
+            flops = sum(cost.values())
+            self.count.by_op[name] += flops
+            for module_name in set(self._active):
+                self.count.by_module[module_name] += flops
         return out
 
 
-def count_flops(module, *inputs, **kwargs):
-    """FLOPs of ``module(*inputs, **kwargs)`` (no grad, dlu_mm ops as units) -> FlopCount."""
-    with torch.no_grad(), ops_as_units(), FlopCounterMode() as counter:
+def count_flops(module, *inputs, track_modules=None, **kwargs):
+    """FLOPs of ``module(*inputs, **kwargs)`` (no grad, dlu_mm ops as units) -> FlopCount.
+
+    ``track_modules``: optional {name: submodule} whose own FLOPs go to ``by_module``.
+    """
+    with torch.no_grad(), ops_as_units(), FlopCounterMode(track_modules) as counter:
         module(*inputs, **kwargs)
     return counter.count
