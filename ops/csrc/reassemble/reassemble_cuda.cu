@@ -1,0 +1,31 @@
+// CUDA instantiation of reassemble / guided_reassemble (maths in ops/include/reassemble.h).
+#include "dlu_cuda.cuh"
+#include "reassemble.h"
+
+namespace dlu_mm {
+
+at::Tensor reassemble_cuda(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
+                          int64_t groups, int64_t scale_factor) {
+  return reassemble_impl<CudaDriver>(x, kernels, k, groups, scale_factor);
+}
+
+std::tuple<at::Tensor, at::Tensor> reassemble_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& kernels, int64_t k,
+    int64_t groups, int64_t scale_factor) {
+  return reassemble_backward_impl<CudaDriver>(grad_out, x, kernels, k, groups, scale_factor);
+}
+
+at::Tensor guided_reassemble_cuda(const at::Tensor& x, const at::Tensor& kernel_space,
+                                 const at::Tensor& offsets, int64_t k, int64_t groups,
+                                 int64_t scale_factor) {
+  return guided_reassemble_impl<CudaDriver>(x, kernel_space, offsets, k, groups, scale_factor);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& kernel_space,
+    const at::Tensor& offsets, int64_t k, int64_t groups, int64_t scale_factor) {
+  return guided_reassemble_backward_impl<CudaDriver>(grad_out, x, kernel_space, offsets, k, groups,
+                                                    scale_factor);
+}
+
+}  // namespace dlu_mm

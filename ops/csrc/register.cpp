@@ -1,0 +1,59 @@
+// Registers the dlu_mm ops (torch.ops.dlu_mm.*) and their CPU / CUDA kernels.
+// Autograd and fake (meta) kernels are registered from Python in dlu_mm/ops/_native.py.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "ddf.h"
+#include "local_attention.h"
+#include "reassemble.h"
+
+// `import dlu_mm._C` loads this library (and so runs the registrations below); the module
+// itself is empty.
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(dlu_mm, m) {
+  m.def("reassemble(Tensor x, Tensor kernels, int k, int groups, int scale_factor) -> Tensor");
+  m.def("reassemble_backward(Tensor grad_out, Tensor x, Tensor kernels, int k, int groups, "
+        "int scale_factor) -> (Tensor, Tensor)");
+  m.def("guided_reassemble(Tensor x, Tensor kernel_space, Tensor offsets, int k, int groups, "
+        "int scale_factor) -> Tensor");
+  m.def("guided_reassemble_backward(Tensor grad_out, Tensor x, Tensor kernel_space, "
+        "Tensor offsets, int k, int groups, int scale_factor) -> (Tensor, Tensor, Tensor)");
+  m.def("ddf(Tensor x, Tensor channel_filter, Tensor spatial_filter, int k, int dilation, "
+        "int stride, str combine) -> Tensor");
+  m.def("ddf_backward(Tensor grad_out, Tensor x, Tensor channel_filter, Tensor spatial_filter, "
+        "int k, int dilation, int stride, str combine) -> (Tensor, Tensor, Tensor)");
+  m.def("local_deformable_attention(Tensor q, Tensor key, Tensor value, Tensor offsets, "
+        "Tensor? rpb, int num_heads, int groups) -> Tensor");
+  // grad_rpb is an empty tensor when rpb is None
+  m.def("local_deformable_attention_backward(Tensor grad_out, Tensor q, Tensor key, "
+        "Tensor value, Tensor offsets, Tensor? rpb, int num_heads, int groups) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
+  m.impl("reassemble", &dlu_mm::reassemble_cpu);
+  m.impl("reassemble_backward", &dlu_mm::reassemble_backward_cpu);
+  m.impl("guided_reassemble", &dlu_mm::guided_reassemble_cpu);
+  m.impl("guided_reassemble_backward", &dlu_mm::guided_reassemble_backward_cpu);
+  m.impl("ddf", &dlu_mm::ddf_cpu);
+  m.impl("ddf_backward", &dlu_mm::ddf_backward_cpu);
+  m.impl("local_deformable_attention", &dlu_mm::local_attention_cpu);
+  m.impl("local_deformable_attention_backward", &dlu_mm::local_attention_backward_cpu);
+}
+
+#ifdef DLU_MM_WITH_CUDA
+TORCH_LIBRARY_IMPL(dlu_mm, CUDA, m) {
+  m.impl("reassemble", &dlu_mm::reassemble_cuda);
+  m.impl("reassemble_backward", &dlu_mm::reassemble_backward_cuda);
+  m.impl("guided_reassemble", &dlu_mm::guided_reassemble_cuda);
+  m.impl("guided_reassemble_backward", &dlu_mm::guided_reassemble_backward_cuda);
+  m.impl("ddf", &dlu_mm::ddf_cuda);
+  m.impl("ddf_backward", &dlu_mm::ddf_backward_cuda);
+  m.impl("local_deformable_attention", &dlu_mm::local_attention_cuda);
+  m.impl("local_deformable_attention_backward", &dlu_mm::local_attention_backward_cuda);
+}
+#endif

@@ -1,0 +1,168 @@
+// Shared building blocks of the dlu_mm native ops.
+//
+// Every op's maths is written ONCE, as a functor over a flat 64-bit output index with a
+// `DLU_HD` (host + device) call operator, in the op's header. The CPU file runs it under
+// at::parallel_for, the CUDA file launches it as a grid-stride kernel. So CPU and CUDA cannot
+// drift apart, and the CPU vs CUDA tests compare two drivers of the same arithmetic.
+// Accumulation is in at::opmath_type<scalar_t> (float for half/bfloat16).
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <torch/types.h>
+
+#include <math.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#if defined(__CUDACC__)
+#define DLU_HD __host__ __device__ __forceinline__
+#else
+#define DLU_HD inline
+#endif
+
+namespace dlu_mm {
+
+template <typename T>
+DLU_HD T dlu_min(T a, T b) { return a < b ? a : b; }
+template <typename T>
+DLU_HD T dlu_max(T a, T b) { return a > b ? a : b; }
+DLU_HD float dlu_floor(float v) { return floorf(v); }
+DLU_HD double dlu_floor(double v) { return ::floor(v); }
+DLU_HD float dlu_exp(float v) { return expf(v); }
+DLU_HD double dlu_exp(double v) { return ::exp(v); }
+
+// Bilinear sample of one (H, W) plane with BORDER padding: the coordinate is clamped to
+// [0, H-1] x [0, W-1] (the values of grid_sample(align_corners=True, padding_mode='border')).
+// The lower corner is floor(y) limited to H-2, so at integer coordinates (all of them at DLU's
+// zero-offset init) d/dy is the one-sided in-image difference, also on the last row, and it is
+// 0 only where the coordinate is strictly clamped (y < 0 or y > H-1), as clamp's gradient.
+// This matches dlu_mm.ops.reassemble.sample_kernel_space. Finite for H or W == 1.
+template <typename acc_t>
+struct BorderSample {
+  int64_t o00, o01, o10, o11;  // element offsets of the four corners in the plane
+  acc_t ly, lx;                // fractional parts
+  acc_t gy, gx;                // 1 where the coordinate is inside (gradient flows), else 0
+
+  DLU_HD BorderSample(acc_t y, acc_t x, int64_t H, int64_t W) {
+    const acc_t ymax = static_cast<acc_t>(H - 1), xmax = static_cast<acc_t>(W - 1);
+    gy = (y >= acc_t(0) && y <= ymax) ? acc_t(1) : acc_t(0);
+    gx = (x >= acc_t(0) && x <= xmax) ? acc_t(1) : acc_t(0);
+    y = dlu_min(dlu_max(y, acc_t(0)), ymax);
+    x = dlu_min(dlu_max(x, acc_t(0)), xmax);
+    const int64_t y0 = dlu_min(static_cast<int64_t>(dlu_floor(y)), dlu_max<int64_t>(H - 2, 0));
+    const int64_t x0 = dlu_min(static_cast<int64_t>(dlu_floor(x)), dlu_max<int64_t>(W - 2, 0));
+    const int64_t y1 = dlu_min(y0 + 1, H - 1), x1 = dlu_min(x0 + 1, W - 1);
+    ly = y - static_cast<acc_t>(y0);
+    lx = x - static_cast<acc_t>(x0);
+    o00 = y0 * W + x0; o01 = y0 * W + x1; o10 = y1 * W + x0; o11 = y1 * W + x1;
+  }
+  DLU_HD acc_t w00() const { return (acc_t(1) - ly) * (acc_t(1) - lx); }
+  DLU_HD acc_t w01() const { return (acc_t(1) - ly) * lx; }
+  DLU_HD acc_t w10() const { return ly * (acc_t(1) - lx); }
+  DLU_HD acc_t w11() const { return ly * lx; }
+  template <typename T>
+  DLU_HD acc_t sample(const T* p) const {
+    return w00() * static_cast<acc_t>(p[o00]) + w01() * static_cast<acc_t>(p[o01]) +
+           w10() * static_cast<acc_t>(p[o10]) + w11() * static_cast<acc_t>(p[o11]);
+  }
+  template <typename T>  // d sample / d y
+  DLU_HD acc_t dy(const T* p) const {
+    return gy * ((acc_t(1) - lx) * (static_cast<acc_t>(p[o10]) - static_cast<acc_t>(p[o00])) +
+                 lx * (static_cast<acc_t>(p[o11]) - static_cast<acc_t>(p[o01])));
+  }
+  template <typename T>  // d sample / d x
+  DLU_HD acc_t dx(const T* p) const {
+    return gx * ((acc_t(1) - ly) * (static_cast<acc_t>(p[o01]) - static_cast<acc_t>(p[o00])) +
+                 ly * (static_cast<acc_t>(p[o11]) - static_cast<acc_t>(p[o10])));
+  }
+};
+
+// Bilinear sample of one (H, W) plane with ZERO padding (grid_sample(padding_mode='zeros')):
+// each corner outside the plane contributes 0 (its weight is dropped, not renormalised).
+// Outside corners get weight 0 and offset 0, so sampling needs no branches.
+template <typename acc_t>
+struct ZeroSample {
+  int64_t o[4];   // corner offsets (y0,x0), (y0,x1), (y1,x0), (y1,x1); 0 where outside
+  acc_t w[4];     // bilinear weights, 0 where outside
+  acc_t ly, lx;   // fractional parts
+  unsigned char valid;  // bit k: corner k inside
+
+  DLU_HD ZeroSample() : o{0, 0, 0, 0}, w{0, 0, 0, 0}, ly(0), lx(0), valid(0) {}
+  DLU_HD ZeroSample(acc_t y, acc_t x, int64_t H, int64_t W) {
+    // Far-away points would overflow int64 after floor: they have no valid corner anyway.
+    const acc_t lim = static_cast<acc_t>(4) * static_cast<acc_t>(H + W) + acc_t(4);
+    y = dlu_min(dlu_max(y, -lim), lim);
+    x = dlu_min(dlu_max(x, -lim), lim);
+    const acc_t fy = dlu_floor(y), fx = dlu_floor(x);
+    const int64_t y0 = static_cast<int64_t>(fy), x0 = static_cast<int64_t>(fx);
+    ly = y - fy;
+    lx = x - fx;
+    valid = 0;
+    for (int k = 0; k < 4; ++k) {
+      const int64_t yy = y0 + (k >> 1), xx = x0 + (k & 1);
+      const bool inside = yy >= 0 && yy < H && xx >= 0 && xx < W;
+      const acc_t wy = (k >> 1) ? ly : acc_t(1) - ly, wx = (k & 1) ? lx : acc_t(1) - lx;
+      o[k] = inside ? yy * W + xx : 0;
+      w[k] = inside ? wy * wx : acc_t(0);
+      valid |= inside ? (1 << k) : 0;
+    }
+  }
+  template <typename T>
+  DLU_HD acc_t sample(const T* p) const {
+    return w[0] * static_cast<acc_t>(p[o[0]]) + w[1] * static_cast<acc_t>(p[o[1]]) +
+           w[2] * static_cast<acc_t>(p[o[2]]) + w[3] * static_cast<acc_t>(p[o[3]]);
+  }
+  template <typename T>  // d sample / d y and d sample / d x
+  DLU_HD void grad(const T* p, acc_t& d_y, acc_t& d_x) const {
+    acc_t c[4];
+    for (int k = 0; k < 4; ++k)
+      c[k] = ((valid >> k) & 1) ? static_cast<acc_t>(p[o[k]]) : acc_t(0);
+    d_y = (acc_t(1) - lx) * (c[2] - c[0]) + lx * (c[3] - c[1]);
+    d_x = (acc_t(1) - ly) * (c[1] - c[0]) + ly * (c[3] - c[2]);
+  }
+  // Adds v * weight to each inside corner of plane p through `Add` (plain or atomic).
+  template <typename Add>
+  DLU_HD void scatter(acc_t* p, acc_t v) const {
+    for (int k = 0; k < 4; ++k)
+      if ((valid >> k) & 1) Add::add(p + o[k], v * w[k]);
+  }
+};
+
+// Non-atomic accumulation: used where each task owns the written slice (CPU backward).
+struct PlainAdd {
+  template <typename T>
+  DLU_HD static void add(T* p, T v) { *p += v; }
+};
+
+// Shared argument checks (run before any kernel, on every device).
+inline void check_float_tensor(const at::Tensor& t, const char* name, int64_t dim,
+                               const at::Tensor& like) {
+  TORCH_CHECK(t.dim() == dim, name, " must be a ", dim, "-D tensor, got shape ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, " must have dtype ",
+              like.scalar_type(), " like the first input, got ", t.scalar_type());
+  TORCH_CHECK(t.device() == like.device(), name, " must be on device ", like.device(),
+              " like the first input, got ", t.device());
+}
+
+inline void check_input(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.dim() == 4, name, " must be a 4-D (N, C, H, W) tensor, got shape ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), name,
+              " must be float16, bfloat16, float32 or float64, got ", x.scalar_type());
+}
+
+inline void check_odd_kernel(int64_t k, const char* name) {
+  TORCH_CHECK(k >= 1 && k % 2 == 1, name, " must be a positive odd integer, got ", k);
+}
+
+inline void check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, int64_t C, int64_t H,
+                    int64_t W) {
+  check_float_tensor(grad_out, "grad_out", 4, x);
+  TORCH_CHECK(grad_out.size(0) == x.size(0) && grad_out.size(1) == C && grad_out.size(2) == H &&
+                  grad_out.size(3) == W,
+              "grad_out must have shape (", x.size(0), ", ", C, ", ", H, ", ", W, "), got ",
+              grad_out.sizes());
+}
+
+}  // namespace dlu_mm

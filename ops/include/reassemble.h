@@ -1,0 +1,326 @@
+// Content-aware reassembly (CARAFE op) and DLU's guided reassembly (kernel sampled on the fly).
+//
+//   reassemble:        Y[n,c,i',j'] = sum_t K[n, g*k*k+t, i', j'] * X[n, c, i'/s+ky-r, j'/s+kx-r]
+//   guided_reassemble: the same with K[.., t, i', j'] = kernel_space[n, g*k*k+t] bilinearly
+//                      sampled (border clamp) at (i'/s + oy, j'/s + ox), (ox, oy) =
+//                      offsets[n, 2g:2g+2, i', j'] in low-res pixels; K is never materialised.
+// Taps outside the image contribute 0; no renormalisation. Channel c uses group g = c / (C/G).
+#pragma once
+
+#include "dlu_common.h"
+
+namespace dlu_mm {
+
+struct ReassembleShape {
+  int64_t N, C, H, W, k, G, s;
+  int64_t sH, sW, HW, oHW, kk, r, Cg;
+  ReassembleShape(int64_t N_, int64_t C_, int64_t H_, int64_t W_, int64_t k_, int64_t G_,
+                  int64_t s_)
+      : N(N_), C(C_), H(H_), W(W_), k(k_), G(G_), s(s_), sH(H_ * s_), sW(W_ * s_),
+        HW(H_ * W_), oHW(H_ * s_ * W_ * s_), kk(k_ * k_), r((k_ - 1) / 2), Cg(C_ / G_) {}
+};
+
+// Dense kernels (N, G*k*k, sH, sW): tap t of output pixel (i', j').
+template <typename scalar_t>
+struct DenseKernels {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* kernels;
+  struct Taps {
+    const scalar_t* p;
+    int64_t stride;
+    DLU_HD acc_t operator()(int64_t t) const { return static_cast<acc_t>(p[t * stride]); }
+  };
+  DLU_HD Taps taps(const ReassembleShape& sh, int64_t n, int64_t g, int64_t io, int64_t jo) const {
+    return Taps{kernels + (n * sh.G + g) * sh.kk * sh.oHW + io * sh.sW + jo, sh.oHW};
+  }
+};
+
+// Kernels sampled from the low-res kernel space (N, G*k*k, H, W) at the parent centre + offset.
+template <typename scalar_t>
+struct SampledKernels {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* kernel_space;
+  const scalar_t* offsets;  // (N, 2G, sH, sW): channel 2g = x offset, 2g+1 = y offset
+  struct Taps {
+    const scalar_t* p;
+    int64_t stride;
+    BorderSample<acc_t> bs;
+    DLU_HD acc_t operator()(int64_t t) const { return bs.sample(p + t * stride); }
+  };
+  DLU_HD BorderSample<acc_t> where(const ReassembleShape& sh, int64_t n, int64_t g, int64_t io,
+                                   int64_t jo) const {
+    const scalar_t* off = offsets + (n * 2 * sh.G + 2 * g) * sh.oHW + io * sh.sW + jo;
+    const acc_t ox = static_cast<acc_t>(off[0]), oy = static_cast<acc_t>(off[sh.oHW]);
+    return BorderSample<acc_t>(static_cast<acc_t>(io / sh.s) + oy,
+                               static_cast<acc_t>(jo / sh.s) + ox, sh.H, sh.W);
+  }
+  DLU_HD Taps taps(const ReassembleShape& sh, int64_t n, int64_t g, int64_t io, int64_t jo) const {
+    return Taps{kernel_space + (n * sh.G + g) * sh.kk * sh.HW, sh.HW, where(sh, n, g, io, jo)};
+  }
+};
+
+// Output element (n, c, i', j') over N*C*sH*sW.
+template <typename scalar_t, typename Kernels>
+struct ReassembleForward {
+  using acc_t = at::opmath_type<scalar_t>;
+  ReassembleShape sh;
+  const scalar_t* x;
+  Kernels kernels;
+  scalar_t* out;
+  DLU_HD void operator()(int64_t idx) const {
+    const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, nc = idx / sh.oHW;
+    const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
+    const int64_t i = io / sh.s, j = jo / sh.s;
+    const scalar_t* xp = x + nc * sh.HW;
+    const auto taps = kernels.taps(sh, n, g, io, jo);
+    acc_t acc = 0;
+    for (int64_t ky = 0; ky < sh.k; ++ky) {
+      const int64_t iy = i + ky - sh.r;
+      if (iy < 0 || iy >= sh.H) continue;
+      for (int64_t kx = 0; kx < sh.k; ++kx) {
+        const int64_t ix = j + kx - sh.r;
+        if (ix < 0 || ix >= sh.W) continue;
+        acc += taps(ky * sh.k + kx) * static_cast<acc_t>(xp[iy * sh.W + ix]);
+      }
+    }
+    out[idx] = static_cast<scalar_t>(acc);
+  }
+};
+
+// grad_x element (n, c, iy, ix) over N*C*H*W: gathers from every output pixel whose window
+// holds (iy, ix), i.e. the s*s children of each parent (i, j) within r of (iy, ix).
+template <typename scalar_t, typename Kernels>
+struct ReassembleGradInput {
+  using acc_t = at::opmath_type<scalar_t>;
+  ReassembleShape sh;
+  const scalar_t* grad_out;
+  Kernels kernels;
+  scalar_t* grad_x;
+  DLU_HD void operator()(int64_t idx) const {
+    const int64_t ix = idx % sh.W, iy = (idx / sh.W) % sh.H, nc = idx / sh.HW;
+    const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
+    const scalar_t* go = grad_out + nc * sh.oHW;
+    acc_t acc = 0;
+    for (int64_t i = dlu_max<int64_t>(iy - sh.r, 0); i <= dlu_min(iy + sh.r, sh.H - 1); ++i) {
+      const int64_t ky = iy - i + sh.r;
+      for (int64_t j = dlu_max<int64_t>(ix - sh.r, 0); j <= dlu_min(ix + sh.r, sh.W - 1); ++j) {
+        const int64_t t = ky * sh.k + (ix - j + sh.r);
+        for (int64_t dy = 0; dy < sh.s; ++dy) {
+          const int64_t io = i * sh.s + dy;
+          for (int64_t dx = 0; dx < sh.s; ++dx) {
+            const int64_t jo = j * sh.s + dx;
+            acc += kernels.taps(sh, n, g, io, jo)(t) *
+                   static_cast<acc_t>(go[io * sh.sW + jo]);
+          }
+        }
+      }
+    }
+    grad_x[idx] = static_cast<scalar_t>(acc);
+  }
+};
+
+// d loss / d K[n, g*k*k+t, i', j'] = sum_{c in group g} grad_out[n,c,i',j'] * X[n,c,tap t].
+template <typename scalar_t>
+DLU_HD at::opmath_type<scalar_t> kernel_grad(const ReassembleShape& sh, const scalar_t* x,
+                                              const scalar_t* grad_out, int64_t n, int64_t g,
+                                              int64_t t, int64_t io, int64_t jo) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t iy = io / sh.s + t / sh.k - sh.r, ix = jo / sh.s + t % sh.k - sh.r;
+  if (iy < 0 || iy >= sh.H || ix < 0 || ix >= sh.W) return acc_t(0);
+  const int64_t c0 = n * sh.C + g * sh.Cg;
+  const scalar_t* xp = x + c0 * sh.HW + iy * sh.W + ix;
+  const scalar_t* go = grad_out + c0 * sh.oHW + io * sh.sW + jo;
+  acc_t acc = 0;
+  for (int64_t c = 0; c < sh.Cg; ++c)
+    acc += static_cast<acc_t>(go[c * sh.oHW]) * static_cast<acc_t>(xp[c * sh.HW]);
+  return acc;
+}
+
+// grad_kernels element (n, g*k*k+t, i', j') over N*G*k*k*sH*sW.
+template <typename scalar_t>
+struct ReassembleGradKernels {
+  ReassembleShape sh;
+  const scalar_t* x;
+  const scalar_t* grad_out;
+  scalar_t* grad_kernels;
+  DLU_HD void operator()(int64_t idx) const {
+    const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, rest = idx / sh.oHW;
+    const int64_t t = rest % sh.kk, n = rest / sh.kk / sh.G, g = (rest / sh.kk) % sh.G;
+    grad_kernels[idx] = static_cast<scalar_t>(kernel_grad(sh, x, grad_out, n, g, t, io, jo));
+  }
+};
+
+// grad_offsets element (n, g, i', j') over N*G*sH*sW: chain rule through the bilinear sample.
+template <typename scalar_t>
+struct GuidedGradOffsets {
+  using acc_t = at::opmath_type<scalar_t>;
+  ReassembleShape sh;
+  const scalar_t* x;
+  const scalar_t* grad_out;
+  SampledKernels<scalar_t> kernels;
+  scalar_t* grad_offsets;
+  DLU_HD void operator()(int64_t idx) const {
+    const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, ng = idx / sh.oHW;
+    const int64_t g = ng % sh.G, n = ng / sh.G;
+    const BorderSample<acc_t> bs = kernels.where(sh, n, g, io, jo);
+    const scalar_t* ks = kernels.kernel_space + ng * sh.kk * sh.HW;
+    acc_t gy = 0, gx = 0;
+    for (int64_t t = 0; t < sh.kk; ++t) {
+      const acc_t gk = kernel_grad(sh, x, grad_out, n, g, t, io, jo);
+      gy += gk * bs.dy(ks + t * sh.HW);
+      gx += gk * bs.dx(ks + t * sh.HW);
+    }
+    scalar_t* out = grad_offsets + n * 2 * sh.oHW * sh.G + 2 * g * sh.oHW + io * sh.sW + jo;
+    out[0] = static_cast<scalar_t>(gx);
+    out[sh.oHW] = static_cast<scalar_t>(gy);
+  }
+};
+
+// Scatter of d loss / d K' into grad_kernel_space (acc_t buffer), element (n, g, t, i', j')
+// over N*G*k*k*sH*sW; it writes only to plane (n, g*k*k+t).
+template <typename scalar_t, typename Add>
+struct GuidedScatterKernelSpace {
+  using acc_t = at::opmath_type<scalar_t>;
+  ReassembleShape sh;
+  const scalar_t* x;
+  const scalar_t* grad_out;
+  SampledKernels<scalar_t> kernels;
+  acc_t* grad_kernel_space;
+  DLU_HD void operator()(int64_t idx) const {
+    const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, plane = idx / sh.oHW;
+    const int64_t t = plane % sh.kk, g = (plane / sh.kk) % sh.G, n = plane / sh.kk / sh.G;
+    const acc_t gk = kernel_grad(sh, x, grad_out, n, g, t, io, jo);
+    if (gk == acc_t(0)) return;
+    const BorderSample<acc_t> bs = kernels.where(sh, n, g, io, jo);
+    acc_t* p = grad_kernel_space + plane * sh.HW;
+    Add::add(p + bs.o00, gk * bs.w00());
+    Add::add(p + bs.o01, gk * bs.w01());
+    Add::add(p + bs.o10, gk * bs.w10());
+    Add::add(p + bs.o11, gk * bs.w11());
+  }
+};
+
+// Argument checks shared by the CPU and CUDA entry points; returns the geometry.
+ReassembleShape check_reassemble(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
+                                 int64_t groups, int64_t scale_factor, const char* kernels_name,
+                                 bool low_res_kernels);
+void check_offsets(const at::Tensor& offsets, const at::Tensor& x, const ReassembleShape& sh);
+
+// Entry points, templated on the device driver (CpuDriver in dlu_cpu.h, CudaDriver in
+// dlu_cuda.cuh) and instantiated once per device in ops/csrc/reassemble/.
+template <typename Driver>
+at::Tensor reassemble_impl(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t k,
+                           int64_t groups, int64_t s) {
+  const ReassembleShape sh = check_reassemble(x_in, kernels_in, k, groups, s, "kernels", false);
+  typename Driver::Guard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), kernels = kernels_in.contiguous();
+  at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "reassemble", [&] {
+    Driver::for_each(out.numel(), ReassembleForward<scalar_t, DenseKernels<scalar_t>>{
+        sh, x.data_ptr<scalar_t>(), {kernels.data_ptr<scalar_t>()}, out.data_ptr<scalar_t>()});
+  });
+  return out;
+}
+
+template <typename Driver>
+std::tuple<at::Tensor, at::Tensor> reassemble_backward_impl(
+    const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& kernels_in,
+    int64_t k, int64_t groups, int64_t s) {
+  const ReassembleShape sh = check_reassemble(x_in, kernels_in, k, groups, s, "kernels", false);
+  check_grad_out(grad_out_in, x_in, sh.C, sh.sH, sh.sW);
+  typename Driver::Guard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), kernels = kernels_in.contiguous();
+  const at::Tensor grad_out = grad_out_in.contiguous();
+  at::Tensor grad_x = at::empty_like(x), grad_kernels = at::empty_like(kernels);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "reassemble_backward", [&] {
+        Driver::for_each(grad_x.numel(), ReassembleGradInput<scalar_t, DenseKernels<scalar_t>>{
+            sh, grad_out.data_ptr<scalar_t>(), {kernels.data_ptr<scalar_t>()},
+            grad_x.data_ptr<scalar_t>()});
+        Driver::for_each(grad_kernels.numel(), ReassembleGradKernels<scalar_t>{
+            sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+            grad_kernels.data_ptr<scalar_t>()});
+      });
+  return {grad_x, grad_kernels};
+}
+
+template <typename Driver>
+at::Tensor guided_reassemble_impl(const at::Tensor& x_in, const at::Tensor& kernel_space_in,
+                                  const at::Tensor& offsets_in, int64_t k, int64_t groups,
+                                  int64_t s) {
+  const ReassembleShape sh =
+      check_reassemble(x_in, kernel_space_in, k, groups, s, "kernel_space", true);
+  check_offsets(offsets_in, x_in, sh);
+  typename Driver::Guard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), kernel_space = kernel_space_in.contiguous();
+  const at::Tensor offsets = offsets_in.contiguous();
+  at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "guided_reassemble", [&] {
+        Driver::for_each(out.numel(), ReassembleForward<scalar_t, SampledKernels<scalar_t>>{
+            sh, x.data_ptr<scalar_t>(),
+            {kernel_space.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>()},
+            out.data_ptr<scalar_t>()});
+      });
+  return out;
+}
+
+template <typename Driver>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
+    const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& kernel_space_in,
+    const at::Tensor& offsets_in, int64_t k, int64_t groups, int64_t s) {
+  const ReassembleShape sh =
+      check_reassemble(x_in, kernel_space_in, k, groups, s, "kernel_space", true);
+  check_offsets(offsets_in, x_in, sh);
+  check_grad_out(grad_out_in, x_in, sh.C, sh.sH, sh.sW);
+  typename Driver::Guard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), kernel_space = kernel_space_in.contiguous();
+  const at::Tensor offsets = offsets_in.contiguous(), grad_out = grad_out_in.contiguous();
+  at::Tensor grad_x = at::empty_like(x), grad_offsets = at::empty_like(offsets);
+  // The kernel-space gradient is a scatter (offsets are data): accumulate in opmath precision.
+  const auto acc_dtype = at::toOpMathType(x.scalar_type());
+  at::Tensor grad_ks_acc = at::zeros(kernel_space.sizes(), x.options().dtype(acc_dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "guided_reassemble_backward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const SampledKernels<scalar_t> kernels{kernel_space.data_ptr<scalar_t>(),
+                                               offsets.data_ptr<scalar_t>()};
+        Driver::for_each(grad_x.numel(), ReassembleGradInput<scalar_t, SampledKernels<scalar_t>>{
+            sh, grad_out.data_ptr<scalar_t>(), kernels, grad_x.data_ptr<scalar_t>()});
+        Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
+            sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), kernels,
+            grad_offsets.data_ptr<scalar_t>()});
+        Driver::scatter("guided_reassemble_backward (kernel_space gradient)",
+                        sh.N * sh.G * sh.kk, sh.oHW,
+                        GuidedScatterKernelSpace<scalar_t, typename Driver::Add>{
+                            sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), kernels,
+                            grad_ks_acc.data_ptr<acc_t>()});
+      });
+  return {grad_x, grad_ks_acc.to(x.scalar_type()), grad_offsets};
+}
+
+at::Tensor reassemble_cpu(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
+                          int64_t groups, int64_t scale_factor);
+std::tuple<at::Tensor, at::Tensor> reassemble_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& kernels, int64_t k,
+    int64_t groups, int64_t scale_factor);
+at::Tensor guided_reassemble_cpu(const at::Tensor& x, const at::Tensor& kernel_space,
+                                 const at::Tensor& offsets, int64_t k, int64_t groups,
+                                 int64_t scale_factor);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& kernel_space,
+    const at::Tensor& offsets, int64_t k, int64_t groups, int64_t scale_factor);
+
+at::Tensor reassemble_cuda(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
+                           int64_t groups, int64_t scale_factor);
+std::tuple<at::Tensor, at::Tensor> reassemble_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& kernels, int64_t k,
+    int64_t groups, int64_t scale_factor);
+at::Tensor guided_reassemble_cuda(const at::Tensor& x, const at::Tensor& kernel_space,
+                                  const at::Tensor& offsets, int64_t k, int64_t groups,
+                                  int64_t scale_factor);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& kernel_space,
+    const at::Tensor& offsets, int64_t k, int64_t groups, int64_t scale_factor);
+
+}  // namespace dlu_mm
