@@ -11,7 +11,7 @@
 from .flop_counter import FlopCount, FlopCounterMode, count_flops
 from .formulas import SPEC_FORMULAS, spec_flops, spec_params
 from .op_costs import OP_COSTS, op_cost
-from .op_units import UNIT_OPS, ops_as_units
+from .op_units import UNIT_OPS, ops_as_units, record_op_calls
 
 __all__ = ['FlopCount', 'FlopCounterMode', 'count_flops', 'OP_COSTS', 'op_cost', 'UNIT_OPS',
-           'ops_as_units', 'SPEC_FORMULAS', 'spec_flops', 'spec_params']
+           'ops_as_units', 'record_op_calls', 'SPEC_FORMULAS', 'spec_flops', 'spec_params']

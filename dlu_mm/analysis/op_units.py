@@ -14,7 +14,8 @@ How the routing works: every public op in :mod:`dlu_mm.ops` validates its argume
 calls ``dispatch(op_name, device_type, reference, args)``. The context manager temporarily
 rebinds the name ``dispatch`` in the dlu_mm modules that imported it (and only there) to a
 function that calls the unit op; leaving the context restores it. The units have no autograd
-formula: use them for forward counting only.
+formula: use them for forward counting only. :func:`record_op_calls` uses the same hook to
+record the arguments of every op call (for the visualisation tool).
 """
 import contextlib
 import sys
@@ -29,7 +30,7 @@ from ..ops.ddf import ddf_reference
 from ..ops.local_attention import local_deformable_attention_reference
 from ..ops.reassemble import guided_reassemble_reference, reassemble_reference
 
-__all__ = ['NAMESPACE', 'UNIT_OPS', 'ops_as_units']
+__all__ = ['NAMESPACE', 'UNIT_OPS', 'ops_as_units', 'record_op_calls']
 
 NAMESPACE = 'dlu_mm_analysis'
 _original_dispatch = dispatch_module.dispatch
@@ -101,16 +102,19 @@ UNIT_OPS = {
 }
 
 
-def _dispatch_as_unit(op, device_type, reference, args):
-    unit = UNIT_OPS.get(op)
-    if unit is None:  # an op newer than this module: computed (and counted) as before
+_lock = threading.RLock()
+_unit_depth = 0
+_recorders = []  # lists that record_op_calls() appends (op_name, args) to
+_patched = []
+
+
+def _hooked_dispatch(op, device_type, reference, args):
+    for calls in _recorders:
+        calls.append((op, args))
+    unit = UNIT_OPS.get(op) if _unit_depth else None
+    if unit is None:  # not counting, or an op newer than this module: run as before
         return _original_dispatch(op, device_type, reference, args)
     return unit(*args)
-
-
-_lock = threading.Lock()
-_depth = 0
-_patched = []
 
 
 def _dispatching_modules():
@@ -122,6 +126,19 @@ def _dispatching_modules():
             yield module
 
 
+def _install():
+    if not _patched:
+        for module in _dispatching_modules():
+            module.dispatch = _hooked_dispatch
+            _patched.append(module)
+
+
+def _uninstall():
+    if _unit_depth == 0 and not _recorders:
+        while _patched:
+            _patched.pop().dispatch = _original_dispatch
+
+
 @contextlib.contextmanager
 def ops_as_units():
     """Within the context every dlu_mm op call runs as one ``dlu_mm_analysis::<op>`` node.
@@ -129,18 +146,33 @@ def ops_as_units():
     Re-entrant; results are identical to running without it (forward only: the units have no
     autograd formula).
     """
-    global _depth
+    global _unit_depth
     with _lock:
-        if _depth == 0:
-            for module in _dispatching_modules():
-                module.dispatch = _dispatch_as_unit
-                _patched.append(module)
-        _depth += 1
+        _unit_depth += 1
+        _install()
     try:
         yield
     finally:
         with _lock:
-            _depth -= 1
-            if _depth == 0:
-                while _patched:
-                    _patched.pop().dispatch = _original_dispatch
+            _unit_depth -= 1
+            _uninstall()
+
+
+@contextlib.contextmanager
+def record_op_calls():
+    """Record every dlu_mm op call made in the context: yields a list of (op_name, args).
+
+    ``args`` are the validated positional arguments the op received (e.g. CARAFE's predicted
+    kernels, DLU's kernel space and guidance offsets, LDA-AQU's sampling offsets), which is what
+    the visualisation tools draw. Computation is unchanged.
+    """
+    calls = []
+    with _lock:
+        _recorders.append(calls)
+        _install()
+    try:
+        yield calls
+    finally:
+        with _lock:
+            _recorders.remove(calls)
+            _uninstall()
