@@ -23,12 +23,19 @@ OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention')
 _DISPATCH_KEYS = {'cpu': 'CPU', 'cuda': 'CUDA'}
 
 
+def _has_kernel(op_name, dispatch_key):
+    return (_C is not None and hasattr(torch.ops.dlu_mm, op_name)
+            and torch._C._dispatch_has_kernel_for_dispatch_key(f'dlu_mm::{op_name}', dispatch_key))
+
+
+# Computed once: a plain dict lookup is traceable by torch.compile (the dispatcher query is not).
+_AVAILABLE = {(op, device): _has_kernel(op, key) for op in OPS
+              for device, key in _DISPATCH_KEYS.items()}
+
+
 def available(op_name, device_type='cpu'):
     """Whether ``op_name`` has a compiled kernel for ``device_type`` ('cpu', 'cuda', ...)."""
-    if _C is None or op_name not in OPS or device_type not in _DISPATCH_KEYS:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f'dlu_mm::{op_name}',
-                                                          _DISPATCH_KEYS[device_type])
+    return _AVAILABLE.get((op_name, device_type), False)
 
 
 def _registered(op_name):

@@ -1,10 +1,11 @@
-// CUDA drivers of the shared functors (see dlu_common.h).
+// CUDA drivers of the shared functors (see dlu_common.h). Only c10/cuda headers: ATen/cuda
+// pulls in cuSPARSE/cuBLAS headers that a bare nvcc install (CI) does not have.
 #pragma once
 
 #include <ATen/Context.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include "dlu_common.h"
 
@@ -24,7 +25,7 @@ void cuda_for_each(int64_t n, const F& f) {
   if (n <= 0) return;
   const int64_t blocks = dlu_min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 20);
   for_each_kernel<<<static_cast<unsigned>(blocks), kThreads, 0,
-                    at::cuda::getCurrentCUDAStream()>>>(n, f);
+                    c10::cuda::getCurrentCUDAStream()>>>(n, f);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -57,7 +58,7 @@ void cuda_reduce(int64_t elems, const F& f) {
   if (elems <= 0) return;
   const int64_t blocks = dlu_min<int64_t>(elems, int64_t(1) << 16);
   reduce_kernel<acc_t><<<static_cast<unsigned>(blocks), kThreads, 0,
-                         at::cuda::getCurrentCUDAStream()>>>(elems, f);
+                         c10::cuda::getCurrentCUDAStream()>>>(elems, f);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
