@@ -115,11 +115,17 @@ class FlopCounterMode(TorchDispatchMode):
     def __enter__(self):
         for name, module in self._modules.items():
             self.count.by_module.setdefault(name, 0)
-            self._hooks.append(module.register_forward_pre_hook(
-                lambda mod, args, name=name: self._active.append(name)))
-            self._hooks.append(module.register_forward_hook(
-                lambda mod, args, out: self._active.pop()))
+            self._hooks.append(module.register_forward_pre_hook(self._entering(name)))
+            self._hooks.append(module.register_forward_hook(self._leaving))
         return super().__enter__()
+
+    def _entering(self, name):
+        def hook(module, args):
+            self._active.append(name)  # returns None: the inputs are left alone
+        return hook
+
+    def _leaving(self, module, args, output):
+        self._active.pop()  # returns None: a forward hook's return value replaces the output
 
     def __exit__(self, *exc):
         while self._hooks:
