@@ -19,9 +19,9 @@ GUIDED = ('FADE', 'SAPA')
 C = 16  # divisible by every operator's default groups (LDA-AQU: D = C/4 split in 2 groups)
 
 
-def run(module, name, s=2, h=3, w=5):
-    x = torch.randn(2, C, h, w)
-    guide = torch.randn(2, C, s * h, s * w) if name in GUIDED else None
+def run(module, name, s=2, h=3, w=5, n=2):
+    x = torch.randn(n, C, h, w)
+    guide = torch.randn(n, C, s * h, s * w) if name in GUIDED else None
     return module(x, guide)
 
 
@@ -36,6 +36,7 @@ def test_build_and_forward(name):
     assert type(module) is getattr(ups, cls_name)
     assert (module.channels, module.scale_factor) == (C, 2)
     assert run(module, name).shape == (2, C, 6, 10)
+    assert run(module, name, n=0).shape == (0, C, 6, 10)
     assert is_guided(module) == is_guided(dict(type=name)) == (name in GUIDED)
     # registered in the ROOT registry under exactly this name
     assert MODELS.get(cls_name) is type(module)

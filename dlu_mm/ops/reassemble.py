@@ -117,8 +117,8 @@ def reassemble_reference(x, kernels, k, groups=1, scale_factor=2):
     kernels = kernels.to(dtype).reshape(n, g, k, k, h, s, w, s)
     # a, b: tap row/col; y, v: sub-pixel row/col of the s x s children of low-res pixel (h, w)
     with _full_precision(x.device.type):
-        out = torch.einsum('ngchwab,ngabhywv->ngchywv', windows,
-                           kernels)  # (N, G, C/G, H, s, W, s)
+        out = torch.einsum('ngchwab,ngabhywv->ngchywv', windows, kernels)
+    # out: (N, G, C/G, H, s, W, s)
     return out.reshape(n, c, h * s, w * s).to(x.dtype)
 
 
