@@ -175,8 +175,13 @@ def model_scene(image, config, checkpoint, layer, upsamplers, gain, seed=0, cfg_
     s = trained.scale_factor
     if guide is None:  # a guide for the guided comparisons: resize x's own feature
         guide = F.interpolate(x, scale_factor=s, mode='bilinear', align_corners=False)
-    state = (f'trained ({os.path.basename(checkpoint)}), {name}' if checkpoint else
-             f'random init of {os.path.basename(config)}, {name}')
+    if checkpoint:
+        state = f'trained ({os.path.basename(checkpoint)}), {name}'
+    else:  # same reason as for the stand-alone upsamplers: their own init draws nothing
+        if gain > 0:
+            perturb(trained, gain, seed)
+        state = (f'random init of {os.path.basename(config)}, {name}'
+                 + (f' + conv noise (gain {gain:g}), not trained' if gain > 0 else ''))
     modules = {f'{type(trained).__name__} (model)': (trained, state)}
     scene = random_scene(image, [u for u in upsamplers if u != type(trained).__name__],
                          x.shape[1], 1, s, gain, seed)
@@ -232,16 +237,22 @@ def plot_dlu_offsets(scene, path, dpi, max_arrows=40):
         rows = np.arange(0, dx.shape[0], step)
         cols = np.arange(0, dx.shape[1], step)
         yy, xx = np.meshgrid(_out_to_image(scene, rows), _out_to_image(scene, cols), indexing='ij')
-        u = dx[np.ix_(rows, cols)] * scene.stride  # low-res pixels -> image pixels
-        v = dy[np.ix_(rows, cols)] * scene.stride
+        peak = float(np.hypot(dx, dy).max())
+        # tiny offsets (e.g. an untrained model) would be invisible: stretch the arrows so the
+        # longest spans ~1.5 grid steps, and say so in the title
+        spacing = step * scene.stride / scene.scale_factor
+        stretch = max(1.0, np.ceil(1.5 * spacing / (peak * scene.stride))) if peak > 0 else 1.0
+        u = dx[np.ix_(rows, cols)] * scene.stride * stretch  # low-res pixels -> image pixels
+        v = dy[np.ix_(rows, cols)] * scene.stride * stretch
         magnitude = np.hypot(dx, dy)[np.ix_(rows, cols)]
         arrows = ax.quiver(xx, yy, u, v, magnitude, angles='xy', scale_units='xy', scale=1,
                            cmap='viridis', width=0.004)
         cbar = fig.colorbar(arrows, ax=ax, fraction=0.046, pad=0.02)
         cbar.set_label('|offset| in low-res pixels')
-        peak = float(np.hypot(dx, dy).max())
         ax.set_title(f'{label} guidance offsets (group 0), s={scene.scale_factor}, '
-                     f'max |offset| {peak:.2f} px\n{state}'
+                     f'max |offset| {peak:.2f} low-res px'
+                     + (f', arrows drawn {stretch:.0f}x longer' if stretch > 1 else '')
+                     + f'\n{state}'
                      + ('\nall offsets are 0: nothing to draw' if peak == 0 else ''),
                      fontsize=9)
     fig.savefig(path, dpi=dpi)
