@@ -3,7 +3,8 @@
 ``reassemble`` (CARAFE, Wang et al., ICCV 2019): every output pixel (i', j') is a weighted sum of
 the k x k low-res window around its parent (i'//s, j'//s), with its own predicted kernel::
 
-    Y[n, c, i', j'] = sum_{ky,kx} K[n, g*k*k + ky*k + kx, i', j'] * X[n, c, i'//s + ky - r, j'//s + kx - r]
+    Y[n, c, i', j'] = sum_{ky,kx} K[n, g*k*k + ky*k + kx, i', j']
+                                  * X[n, c, i'//s + ky - r, j'//s + kx - r]
 
 channel c uses kernel group g = c // (C/G); taps outside the image contribute zero and the weights
 are not renormalised at borders.
@@ -176,7 +177,8 @@ def local_window_similarity(query, key, k, scale_factor=2):
     """Dot product of each high-res query with the k x k low-res window of its parent.
 
     query (N, D, sH, sW), key (N, D, H, W) -> (N, k*k, sH, sW) with
-    ``out[n, ky*k + kx, i', j'] = sum_d query[n, d, i', j'] * key[n, d, i'//s + ky - r, j'//s + kx - r]``
+    ``out[n, ky*k + kx, i', j'] = sum_d query[n, d, i', j'] * key[n, d, i'//s + ky - r,
+    j'//s + kx - r]``
     and 0 for taps outside the image (SAPA's similarity; the adjoint gather of ``reassemble``).
     """
     n, d, h, w = key.shape
