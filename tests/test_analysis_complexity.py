@@ -167,3 +167,18 @@ def test_mmengine_flop_analyzer_prices_dlu_mm_ops():
         result = model_complexity(Wrapper(module), (torch.randn(1, 16, 4, 6), ))
         assert result['analyzer'].by_operator()[op] == by_hand[op] // 2  # mmengine: MACs
         assert result['params'] == sum(p.numel() for p in module.parameters())
+
+
+def test_mmengine_prices_compiled_dlu_mm_nodes_without_units():
+    """A plain jit trace of the compiled ops shows dlu_mm::<op> nodes; the handles price them."""
+    if not native_available('guided_reassemble', 'cpu'):
+        pytest.skip('compiled guided_reassemble not built for CPU')
+    from mmengine.analysis import FlopAnalyzer
+
+    from dlu_mm.analysis.mmengine_handles import add_flop_handles
+    module = build_upsampler(dict(type='DLU'), 16, 2).eval()
+    with use_backend('native'):
+        analyzer = add_flop_handles(FlopAnalyzer(module, (torch.randn(1, 16, 4, 6), )))
+        analyzer.unsupported_ops_warnings(False)
+        by_op = analyzer.by_operator()
+    assert by_op['guided_reassemble'] == (2 * 25 * 16 + 8 * 25) * 8 * 12 // 2
