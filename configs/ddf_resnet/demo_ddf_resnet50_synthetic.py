@@ -31,7 +31,7 @@ def _loader(split, shuffle, pipeline):
             type='CustomDataset',
             data_root=data_root,
             ann_file=f'meta/{split}.txt',
-            data_prefix=split,
+            data_prefix=dict(img_path=split),
             metainfo=dict(classes=classes),
             pipeline=pipeline))
 

@@ -1,7 +1,7 @@
 # Faster R-CNN with a DDF-ResNet-50 (ddf_mul) backbone, FPN, 1x schedule, COCO: mmdet's config
 # with only the backbone swapped for mmpretrain's DDFResNet (registered by dlu_mm.pretrain,
 # reached from the mmdet scope through the 'mmpretrain.' prefix).
-_base_ = 'mmdet::faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py'
+_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 
 custom_imports = dict(imports=['dlu_mm.pretrain'], allow_failed_imports=False)
 
