@@ -45,15 +45,14 @@ def seg_batch(batch_size=2, size=(64, 64), num_classes=150, seed=0):
 
 def run_loss_and_predict(model, batch):
     """One training forward/backward and one predict; returns (losses dict, predictions)."""
-    from mmengine.utils import is_list_of  # noqa: F401  (mmengine imported for the registries)
     model.train()
     data = model.data_preprocessor(batch, True)
-    losses = model.loss(**data)
+    losses = model(**data, mode='loss')
     total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
                 for k, v in losses.items() if 'loss' in k)
     total.backward()
     model.eval()
     with torch.no_grad():
         data = model.data_preprocessor(batch, False)
-        preds = model.predict(**data)
+        preds = model(**data, mode='predict')
     return losses, preds

@@ -52,9 +52,9 @@ def test_model_packages_import():
 
 
 def _build(cfg_path, scope):
-    from mmengine.config import Config
+    from mmengine.hub import get_config
     from mmengine.registry import MODELS, init_default_scope
-    cfg = Config.fromfile(cfg_path)
+    cfg = get_config(cfg_path)
     init_default_scope(scope)
     cfg.model.backbone.init_cfg = None  # no pretrained download
     return MODELS.build(cfg.model)
@@ -72,8 +72,8 @@ def test_stock_faster_rcnn_runs_on_cpu():
 
 def test_stock_upernet_runs_on_cpu():
     torch.manual_seed(0)
-    from mmengine.config import Config
-    cfg = Config.fromfile('mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py')
+    from mmengine.hub import get_config
+    cfg = get_config('mmseg::upernet/upernet_r50_4xb4-80k_ade20k-512x512.py')
     from mmengine.registry import MODELS, init_default_scope
     init_default_scope('mmseg')
     cfg.model.pretrained = None
