@@ -1,0 +1,4 @@
+# Faster R-CNN R50-FPN 1x COCO with DySample (Liu et al., ICCV 2023) in the FPN top-down path.
+_base_ = './_base_/faster_rcnn_r50_fpn_upsample.py'
+upsample_cfg = dict(type='DySample', groups=4, style='lp')
+model = dict(neck=dict(upsample_cfg=upsample_cfg))

@@ -1,0 +1,7 @@
+# Mask R-CNN R50-FPN 1x COCO with DDF-Up (Zhou et al., CVPR 2021) in the FPN top-down path and as
+# the 2x upsampler of the mask head (as CARAFE did).
+_base_ = './_base_/mask_rcnn_r50_fpn_upsample.py'
+upsample_cfg = dict(type='DDFUp', kernel_size=3, se_ratio=0.2)
+model = dict(
+    neck=dict(upsample_cfg=upsample_cfg),
+    roi_head=dict(mask_head=dict(upsample_cfg=dict(scale_factor=2, **upsample_cfg))))
