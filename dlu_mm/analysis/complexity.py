@@ -7,6 +7,7 @@ expected numbers. Optionally each module is also built on the CPU and timed (med
 ``tools/analysis/complexity.py`` prints the result as markdown (docs/complexity.md).
 """
 import dataclasses
+import os
 import statistics
 import time
 from typing import Optional
@@ -114,7 +115,7 @@ def measure(label, cfg, channels, scale_factor, size=64):
 
 
 def cpu_forward_ms(cfg, channels, scale_factor, size, repeats=5, warmup=1):
-    """Median wall time (ms) of ``repeats`` CPU forwards (no grad) on a 1 x C x size x size input."""
+    """Median wall time (ms) of ``repeats`` no-grad CPU forwards on a 1 x C x size x size input."""
     torch.manual_seed(0)
     module = build_upsampler(cfg, channels, scale_factor).eval()
     inputs = _inputs(module, channels, scale_factor, size, size, 'cpu')
@@ -171,6 +172,14 @@ def _backend_note():
     return f'compiled dlu_mm ops for {", ".join(native)}; reference for the rest'
 
 
+def _machine_note():
+    # timings on a shared machine are only comparable within one table: say how busy it was
+    cores = os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    return (f'Machine: {cores} CPU cores, 1-min load average {load:.1f} when the table was '
+            'written; compare times within this table only.')
+
+
 def markdown_report(rows, channels, size, command, time_output=128, repeats=5, threads=1,
                     paper=True):
     """The markdown document (the regenerating command on top)."""
@@ -195,7 +204,7 @@ def markdown_report(rows, channels, size, command, time_output=128, repeats=5, t
                   f'1 x C x ({time_output}/s) x ({time_output}/s) input (same {time_output} x '
                   f'{time_output} output at every scale), {threads} thread(s), '
                   f'{_backend_note()}; guided upsamplers get a random guide. Modules over 50M '
-                  'params are not timed (-).']
+                  f'params are not timed (-). {_machine_note()}']
     by_scale = {}
     for row in rows:
         by_scale.setdefault(row.scale_factor, []).append(row)
@@ -219,9 +228,9 @@ def markdown_report(rows, channels, size, command, time_output=128, repeats=5, t
     if paper:
         lines += ['', '## Reported by the papers (not reproduced here)', '',
                   'Numbers as printed in the papers / their public READMEs (design spec '
-                  'sections 1-5). The CARAFE, DLU, LDA-AQU and DySample detection numbers come from the '
-                  'CARAFE-style FPN (4 upsamplers, P6 by a stride-2 conv in the top-down path); do '
-                  'not compare them with standard-FPN numbers.', '',
+                  'sections 1-5). The CARAFE, DLU, LDA-AQU and DySample detection numbers come '
+                  'from the CARAFE-style FPN (4 upsamplers, P6 by a stride-2 conv in the top-down '
+                  'path); do not compare them with standard-FPN numbers.', '',
                   '| Upsampler | Model, dataset | Metric | Reported | Baseline (reported) | '
                   'Source |', '|---|---|---|---|---|---|']
         lines += ['| ' + ' | '.join(entry) + ' |' for entry in PAPER_RESULTS]

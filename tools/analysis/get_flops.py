@@ -1,7 +1,7 @@
 """Whole-model params and FLOPs of a dlu_mm detection or segmentation config.
 
     python tools/analysis/get_flops.py configs/faster_rcnn_r50_fpn_dlu.py
-    python tools/analysis/get_flops.py configs/upernet_r50_512x512_160k_ade20k_dlu.py --shape 512 512
+    python tools/analysis/get_flops.py configs/upernet_r50_512x512_160k_ade20k_dlu.py --shape 512
 
 The model is built from the config (pretrained weights are never loaded: FLOPs do not depend on
 them), a random image of ``--shape`` goes through the model's data preprocessor and the

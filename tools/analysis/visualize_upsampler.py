@@ -1,6 +1,6 @@
 """Pictures of what the learnable upsamplers do, as PNGs (matplotlib Agg, no display needed).
 
-    python tools/analysis/visualize_upsampler.py --out-dir work_dirs/vis            # generated image
+    python tools/analysis/visualize_upsampler.py --out-dir work_dirs/vis    # generated image
     python tools/analysis/visualize_upsampler.py --image cat.jpg --out-dir work_dirs/vis
     python tools/analysis/visualize_upsampler.py --image cat.jpg --config CONFIG \
         --checkpoint CKPT --out-dir work_dirs/vis                              # trained upsampler
