@@ -1,66 +1,36 @@
-"""Params and FLOPs of classifiers / backbones that contain :class:`DDFConv` layers.
+"""Params and FLOPs of mmpretrain classifiers / backbones, DDFConv's ``ddf`` op included.
 
-FLOPs follow mmengine.analysis (fvcore convention: one multiply-add = 1 FLOP, elementwise ops
-such as ReLU, FilterNorm's statistics and residual adds not counted). The jit-based analyzer does
-not see inside the ``ddf`` op (a Python loop of elementwise ops, or an opaque native op), so each
-DDFConv's op is added by :func:`ddf_op_flops`; its branches' 1x1 convs and pooling are counted
-by the analyzer itself.
+FLOPs follow mmengine.analysis (fvcore convention: one multiply-add = 1 FLOP; element-wise ops
+such as ReLU, FilterNorm's statistics and residual adds not counted). The jit-traced analyzer
+cannot price the ``ddf`` op by itself (a loop of element-wise ops, or an opaque native node), so
+this uses :func:`dlu_mm.analysis.mmengine_handles.model_complexity`, which traces every dlu_mm
+op as one node and prices it with dlu_mm's cost model (ddf: 3 FLOPs = X*S*Ch's two multiplies
+and one add per tap and output value in the 2 x MAC convention, halved to mmengine's).
 
-CLI (prints a table): ``python -m dlu_mm.pretrain.complexity CONFIG [CONFIG ...] --size 224``
+CLI (prints a markdown table): ``python -m dlu_mm.pretrain.complexity CONFIG [...] --size 224``
+(CONFIG: a path, or ``mmpretrain::resnet/resnet50_8xb32_in1k.py`` for an installed one)
 """
 import argparse
 import warnings
 
 import torch
 
-from .ddf_conv import DDFConv
-
-
-def ddf_op_flops(channels, out_h, out_w, kernel_size, batch=1):
-    """FLOPs of one ``ddf`` call: per output element k*k taps, each one multiply-add of the
-    input with the filter plus one op combining the spatial and channel filter (mul or add)."""
-    return 2 * kernel_size ** 2 * channels * out_h * out_w * batch
-
-
-def count_ddf_op_flops(model, inputs):
-    """Sum of :func:`ddf_op_flops` over every DDFConv call of ``model(*inputs)``."""
-    total = 0
-
-    def hook(module, args, output):
-        nonlocal total
-        n, c, h, w = output.shape
-        total += ddf_op_flops(c, h, w, module.kernel_size, n)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, DDFConv)]
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total
-
 
 def model_complexity(model, input_shape=(3, 224, 224)):
-    """``dict(params, flops, flops_analyzer, flops_ddf_op)`` for one ``input_shape`` image.
+    """``dict(params, flops, flops_ddf_op)`` of ``model`` on one (1, *input_shape) image.
 
-    ``flops = flops_analyzer + flops_ddf_op``; ``model(x)`` must run on a (1, *input_shape)
-    tensor (an mmpretrain classifier does, in 'tensor' mode).
+    ``model(x)`` must run on the tensor (an mmpretrain classifier does, in 'tensor' mode).
+    ``flops_ddf_op`` is the part of ``flops`` spent in ``ddf`` op calls.
     """
-    from mmengine.analysis import FlopAnalyzer
+    from ..analysis.mmengine_handles import model_complexity as analyse
 
-    model = model.eval()
-    inputs = (torch.randn(1, *input_shape),)
-    analyzer = FlopAnalyzer(model, inputs)
-    # the ddf op's elementwise internals are counted by formula instead (see module doc)
-    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    model.eval()  # mmpretrain's ResNet.train() returns None: no chaining
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # jit tracer warnings
-        flops_analyzer = analyzer.total()
-    flops_ddf = count_ddf_op_flops(model, inputs)
-    return dict(params=sum(p.numel() for p in model.parameters()),
-                flops=flops_analyzer + flops_ddf, flops_analyzer=flops_analyzer,
-                flops_ddf_op=flops_ddf)
+        stats = analyse(model, (torch.randn(1, *input_shape), ))
+    by_operator = stats['analyzer'].by_operator()
+    flops_ddf = sum(v for op, v in by_operator.items() if op.split('::')[-1] == 'ddf')
+    return dict(params=stats['params'], flops=stats['flops'], flops_ddf_op=flops_ddf)
 
 
 def main(argv=None):
@@ -70,20 +40,20 @@ def main(argv=None):
     parser.add_argument('--size', type=int, default=224, help='square input size')
     args = parser.parse_args(argv)
     from mmengine.config import Config
+    from mmengine.hub import get_config
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
 
     print(f'| config | params | FLOPs @ {args.size}x{args.size} | of which ddf op |')
     print('|---|---:|---:|---:|')
     for path in args.configs:
-        cfg = Config.fromfile(path)
+        # 'mmpretrain::resnet/resnet50_8xb32_in1k.py' names an installed package's config
+        cfg = get_config(path) if '::' in path else Config.fromfile(path)
         init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-        if cfg.get('custom_imports'):
-            from mmengine.utils import import_modules_from_strings
-            import_modules_from_strings(**cfg.custom_imports)
         stats = model_complexity(MODELS.build(cfg.model), (3, args.size, args.size))
         print(f'| {path} | {stats["params"]:,} ({stats["params"] / 1e6:.2f}M) | '
-              f'{stats["flops"] / 1e9:.3f}G | {stats["flops_ddf_op"] / 1e9:.3f}G |')
+              f'{stats["flops"]:,} ({stats["flops"] / 1e9:.2f}G) | '
+              f'{stats["flops_ddf_op"]:,} |')
 
 
 if __name__ == '__main__':
