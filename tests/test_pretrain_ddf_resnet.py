@@ -1,6 +1,9 @@
 """DDF-ResNet in mmpretrain: configs build, params against a derived formula (16.8M for
 DDF-ResNet-50), forward/backward on CPU, odd sizes, FLOPs."""
+import os
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -158,3 +161,18 @@ def test_flops_half_of_resnet50(ddf_r50):
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         DDFResNet(**kwargs)
+
+
+def test_needs_neither_mmdet_nor_mmseg():
+    # mmpretrain itself optionally imports mmdet when installed; dlu_mm.pretrain must work with
+    # both hidden (a None entry in sys.modules makes their import raise ImportError)
+    code = ('import sys; sys.modules["mmdet"] = sys.modules["mmseg"] = None\n'
+            'import dlu_mm.pretrain\n'
+            'from mmpretrain.registry import MODELS\n'
+            'assert MODELS.get("DDFResNet") is dlu_mm.pretrain.DDFResNet\n'
+            'assert not any(m.split(".")[0] in ("mmdet", "mmseg") and sys.modules[m]\n'
+            '               for m in list(sys.modules))\n')
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -55,7 +55,8 @@ class DDFResNet(ResNet):
                              f'got {depth!r}')
         # validated here so a bad value names itself before ResNet builds 16+ blocks
         self.kernel_combine = check_choice('kernel_combine', kernel_combine, DDF_COMBINES)
-        _check_se_ratio(se_ratio, 64)  # the narrowest bottleneck has 64 mid channels
+        # the narrowest bottleneck (stage 1) has base_channels mid channels
+        _check_se_ratio(se_ratio, kwargs.get('base_channels', 64))
         self.se_ratio = se_ratio
         self.head = check_int('head', head, 1)
         self.nonlinearity = nonlinearity
