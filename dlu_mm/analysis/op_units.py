@@ -11,14 +11,13 @@ internals; the values computed are unchanged. The units also have fake (meta) ke
 models on the ``meta`` device can be counted without computing anything.
 
 How the routing works: every public op in :mod:`dlu_mm.ops` validates its arguments and then
-calls ``dispatch(op_name, device_type, reference, args)``. The context manager temporarily
-rebinds the name ``dispatch`` in the dlu_mm modules that imported it (and only there) to a
-function that calls the unit op; leaving the context restores it. The units have no autograd
+calls ``dispatch(op_name, device_type, reference, args)``. The context manager installs a
+dispatch hook (:func:`dlu_mm.ops.dispatch.set_dispatch_hook`) that calls the unit op; leaving
+the context removes it. The units have no autograd
 formula: use them for forward counting only. :func:`record_op_calls` uses the same hook to
 record the arguments of every op call (for the visualisation tool).
 """
 import contextlib
-import sys
 import threading
 from typing import Optional
 
@@ -33,7 +32,7 @@ from ..ops.reassemble import guided_reassemble_reference, reassemble_reference
 __all__ = ['NAMESPACE', 'UNIT_OPS', 'ops_as_units', 'record_op_calls']
 
 NAMESPACE = 'dlu_mm_analysis'
-_original_dispatch = dispatch_module.dispatch
+_original_dispatch = dispatch_module.run
 _REFERENCES = {
     'reassemble': reassemble_reference,
     'guided_reassemble': guided_reassemble_reference,
@@ -105,7 +104,7 @@ UNIT_OPS = {
 _lock = threading.RLock()
 _unit_depth = 0
 _recorders = []  # lists that record_op_calls() appends (op_name, args) to
-_patched = []
+_previous_hook = []  # the hook that was installed before ours, while ours is installed
 
 
 def _hooked_dispatch(op, device_type, reference, args):
@@ -117,26 +116,14 @@ def _hooked_dispatch(op, device_type, reference, args):
     return unit(*args)
 
 
-def _dispatching_modules():
-    """dlu_mm modules whose global ``dispatch`` is dlu_mm's dispatch function."""
-    for name, module in list(sys.modules.items()):
-        if (name == 'dlu_mm' or name.startswith('dlu_mm.')) and module is not None and \
-                getattr(module, 'dispatch', None) is _original_dispatch and \
-                module is not dispatch_module:
-            yield module
-
-
 def _install():
-    if not _patched:
-        for module in _dispatching_modules():
-            module.dispatch = _hooked_dispatch
-            _patched.append(module)
+    if not _previous_hook:
+        _previous_hook.append(dispatch_module.set_dispatch_hook(_hooked_dispatch))
 
 
 def _uninstall():
-    if _unit_depth == 0 and not _recorders:
-        while _patched:
-            _patched.pop().dispatch = _original_dispatch
+    if _unit_depth == 0 and not _recorders and _previous_hook:
+        dispatch_module.set_dispatch_hook(_previous_hook.pop())
 
 
 @contextlib.contextmanager

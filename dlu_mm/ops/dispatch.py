@@ -7,6 +7,9 @@
   'reference' always the pure-PyTorch reference (test oracle, ONNX export path).
 The native side lives in ``dlu_mm.ops._native``: ``available(op, device_type) -> bool`` and one
 autograd-capable function per op with the same signature as the public one.
+
+:func:`set_dispatch_hook` lets tools observe or reroute every op call (the FLOP counter of
+:mod:`dlu_mm.analysis` runs each call as one opaque unit); a hook computes through :func:`run`.
 """
 import contextlib
 import os
@@ -17,6 +20,7 @@ _backend = os.environ.get('DLU_MM_OPS_BACKEND', 'auto')
 if _backend not in BACKENDS:
     raise ValueError(f'DLU_MM_OPS_BACKEND must be one of {list(BACKENDS)}, got {_backend!r}')
 _warned = set()
+_hook = None
 
 
 def get_backend():
@@ -54,7 +58,24 @@ def native_available(op, device_type='cpu'):
     return native is not None and native.available(op, device_type)
 
 
+def set_dispatch_hook(hook):
+    """Route every op call through ``hook(op, device_type, reference, args)`` (None removes it).
+
+    Returns the previous hook. The hook computes the op itself, normally by calling :func:`run`.
+    """
+    global _hook
+    previous, _hook = _hook, hook
+    return previous
+
+
 def dispatch(op, device_type, reference, args):
+    """Entry point of every public op: the installed hook if any, else :func:`run`."""
+    if _hook is not None:
+        return _hook(op, device_type, reference, args)
+    return run(op, device_type, reference, args)
+
+
+def run(op, device_type, reference, args):
     """Run ``op`` natively when allowed and built for ``device_type``, else ``reference``."""
     if _backend != 'reference':
         if native_available(op, device_type):
