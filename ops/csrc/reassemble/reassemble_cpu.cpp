@@ -13,12 +13,17 @@
 namespace dlu_mm {
 namespace {
 
-// Valid low-res columns j of tap column kx: 0 <= j + kx - r < W.
-inline void tap_columns(const ReassembleShape& sh, int64_t kx, int64_t& shift, int64_t& j0,
-                        int64_t& j1) {
-  shift = kx - sh.r;
-  j0 = std::max<int64_t>(0, -shift);
-  j1 = std::min<int64_t>(sh.W, sh.W - shift);
+// Nearest-upsampled, zero-padded copy of input row xr: xu[(j + r)*s + dx] = xr[j]. Tap column
+// kx of output pixel j' then reads xu[j' + kx*s]: every tap is a contiguous, branch-free
+// row-times-row product (vectorisable), the borders come from the zero padding.
+template <typename scalar_t, typename acc_t>
+inline void upsample_row(const ReassembleShape& sh, const scalar_t* __restrict__ xr,
+                         acc_t* __restrict__ xu) {
+  acc_t* mid = xu + sh.r * sh.s;
+  for (int64_t j = 0; j < sh.W; ++j) {
+    const acc_t v = static_cast<acc_t>(xr[j]);
+    for (int64_t dx = 0; dx < sh.s; ++dx) mid[j * sh.s + dx] = v;
+  }
 }
 
 template <typename scalar_t>
@@ -26,31 +31,26 @@ void forward_rows(const ReassembleShape& sh, const scalar_t* x, const scalar_t* 
                   scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, sh.N * sh.G * sh.sH, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(sh.sW);
+    std::vector<acc_t> acc(sh.sW), xu(sh.sW + 2 * sh.r * sh.s, acc_t(0));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t io = row % sh.sH, ng = row / sh.sH, g = ng % sh.G, n = ng / sh.G;
       const int64_t i = io / sh.s;
       const scalar_t* krow = kernels + ng * sh.kk * sh.oHW + io * sh.sW;
       for (int64_t c = g * sh.Cg; c < (g + 1) * sh.Cg; ++c) {
+        acc_t* __restrict__ a = acc.data();
         std::fill(acc.begin(), acc.end(), acc_t(0));
-        const scalar_t* xp = x + (n * sh.C + c) * sh.HW;
         for (int64_t ky = 0; ky < sh.k; ++ky) {
           const int64_t iy = i + ky - sh.r;
           if (iy < 0 || iy >= sh.H) continue;
-          const scalar_t* xr = xp + iy * sh.W;
+          upsample_row(sh, x + (n * sh.C + c) * sh.HW + iy * sh.W, xu.data());
           for (int64_t kx = 0; kx < sh.k; ++kx) {
-            const scalar_t* kr = krow + (ky * sh.k + kx) * sh.oHW;
-            int64_t shift, j0, j1;
-            tap_columns(sh, kx, shift, j0, j1);
-            for (int64_t j = j0; j < j1; ++j) {
-              const acc_t xv = static_cast<acc_t>(xr[j + shift]);
-              for (int64_t dx = 0; dx < sh.s; ++dx)
-                acc[j * sh.s + dx] += static_cast<acc_t>(kr[j * sh.s + dx]) * xv;
-            }
+            const scalar_t* __restrict__ kr = krow + (ky * sh.k + kx) * sh.oHW;
+            const acc_t* __restrict__ xs = xu.data() + kx * sh.s;
+            for (int64_t jo = 0; jo < sh.sW; ++jo) a[jo] += static_cast<acc_t>(kr[jo]) * xs[jo];
           }
         }
         scalar_t* orow = out + ((n * sh.C + c) * sh.sH + io) * sh.sW;
-        for (int64_t jo = 0; jo < sh.sW; ++jo) orow[jo] = static_cast<scalar_t>(acc[jo]);
+        for (int64_t jo = 0; jo < sh.sW; ++jo) orow[jo] = static_cast<scalar_t>(a[jo]);
       }
     }
   });
@@ -62,34 +62,40 @@ template <typename scalar_t>
 void grad_input_planes(const ReassembleShape& sh, const scalar_t* grad_out,
                        const scalar_t* kernels, scalar_t* grad_x) {
   using acc_t = at::opmath_type<scalar_t>;
+  const int64_t Wp = sh.W + 2 * sh.r;  // accumulator rows padded by r on both sides
   at::parallel_for(0, sh.N * sh.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(sh.HW);
+    std::vector<acc_t> acc(sh.H * Wp), prod(sh.sW), low(sh.W);
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t io = 0; io < sh.sH; ++io) {
         const int64_t i = io / sh.s;
-        const scalar_t* go = grad_out + nc * sh.oHW + io * sh.sW;
+        const scalar_t* __restrict__ go = grad_out + nc * sh.oHW + io * sh.sW;
         const scalar_t* krow = kernels + (n * sh.G + g) * sh.kk * sh.oHW + io * sh.sW;
         for (int64_t ky = 0; ky < sh.k; ++ky) {
           const int64_t iy = i + ky - sh.r;
           if (iy < 0 || iy >= sh.H) continue;
-          acc_t* arow = acc.data() + iy * sh.W;
+          acc_t* __restrict__ arow = acc.data() + iy * Wp;
           for (int64_t kx = 0; kx < sh.k; ++kx) {
-            const scalar_t* kr = krow + (ky * sh.k + kx) * sh.oHW;
-            int64_t shift, j0, j1;
-            tap_columns(sh, kx, shift, j0, j1);
-            for (int64_t j = j0; j < j1; ++j) {
+            const scalar_t* __restrict__ kr = krow + (ky * sh.k + kx) * sh.oHW;
+            acc_t* __restrict__ pr = prod.data();
+            acc_t* __restrict__ lo = low.data();
+            for (int64_t jo = 0; jo < sh.sW; ++jo)
+              pr[jo] = static_cast<acc_t>(kr[jo]) * static_cast<acc_t>(go[jo]);
+            for (int64_t j = 0; j < sh.W; ++j) {
               acc_t v = 0;
-              for (int64_t dx = 0; dx < sh.s; ++dx)
-                v += static_cast<acc_t>(kr[j * sh.s + dx]) * static_cast<acc_t>(go[j * sh.s + dx]);
-              arow[j + shift] += v;
+              for (int64_t dx = 0; dx < sh.s; ++dx) v += pr[j * sh.s + dx];
+              lo[j] = v;
             }
+            // parent column j feeds input column j + kx - r, i.e. padded column j + kx
+            for (int64_t j = 0; j < sh.W; ++j) arow[j + kx] += lo[j];
           }
         }
       }
       scalar_t* gx = grad_x + nc * sh.HW;
-      for (int64_t p = 0; p < sh.HW; ++p) gx[p] = static_cast<scalar_t>(acc[p]);
+      for (int64_t iy = 0; iy < sh.H; ++iy)
+        for (int64_t ix = 0; ix < sh.W; ++ix)
+          gx[iy * sh.W + ix] = static_cast<scalar_t>(acc[iy * Wp + ix + sh.r]);
     }
   });
 }
@@ -100,27 +106,23 @@ void grad_kernel_rows(const ReassembleShape& sh, const scalar_t* x, const scalar
                       scalar_t* grad_kernels) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, sh.N * sh.G * sh.sH, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(sh.kk * sh.sW);
+    std::vector<acc_t> acc(sh.kk * sh.sW), xu(sh.sW + 2 * sh.r * sh.s, acc_t(0)), gor(sh.sW);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t io = row % sh.sH, ng = row / sh.sH, g = ng % sh.G, n = ng / sh.G;
       const int64_t i = io / sh.s;
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t c = g * sh.Cg; c < (g + 1) * sh.Cg; ++c) {
         const scalar_t* go = grad_out + (n * sh.C + c) * sh.oHW + io * sh.sW;
-        const scalar_t* xp = x + (n * sh.C + c) * sh.HW;
+        for (int64_t jo = 0; jo < sh.sW; ++jo) gor[jo] = static_cast<acc_t>(go[jo]);
         for (int64_t ky = 0; ky < sh.k; ++ky) {
           const int64_t iy = i + ky - sh.r;
           if (iy < 0 || iy >= sh.H) continue;
-          const scalar_t* xr = xp + iy * sh.W;
+          upsample_row(sh, x + (n * sh.C + c) * sh.HW + iy * sh.W, xu.data());
           for (int64_t kx = 0; kx < sh.k; ++kx) {
-            acc_t* arow = acc.data() + (ky * sh.k + kx) * sh.sW;
-            int64_t shift, j0, j1;
-            tap_columns(sh, kx, shift, j0, j1);
-            for (int64_t j = j0; j < j1; ++j) {
-              const acc_t xv = static_cast<acc_t>(xr[j + shift]);
-              for (int64_t dx = 0; dx < sh.s; ++dx)
-                arow[j * sh.s + dx] += static_cast<acc_t>(go[j * sh.s + dx]) * xv;
-            }
+            acc_t* __restrict__ a = acc.data() + (ky * sh.k + kx) * sh.sW;
+            const acc_t* __restrict__ xs = xu.data() + kx * sh.s;
+            const acc_t* __restrict__ gr = gor.data();
+            for (int64_t jo = 0; jo < sh.sW; ++jo) a[jo] += gr[jo] * xs[jo];
           }
         }
       }
