@@ -106,6 +106,19 @@ def test_missing_dataset_path_error(tmp_path):
         tool.check_dataset_paths(cfg)
 
 
+def test_missing_dataset_path_error_segmentation_config(tmp_path):
+    """The same tools serve mmseg configs (their default_scope is mmseg)."""
+    pytest.importorskip('mmseg.models')
+    from mmengine.config import Config
+    tool = _load_train_tool()
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'upernet_r50_512x512_160k_ade20k_dlu.py'))
+    assert cfg.default_scope == 'mmseg'
+    cfg.val_dataloader.dataset.data_root = str(tmp_path / 'ade' / 'ADEChallengeData2016')
+    with pytest.raises(FileNotFoundError, match=r'(?s)val_dataloader.*ADEChallengeData2016.*'
+                       r'mmsegmentation\.readthedocs'):
+        tool.check_dataset_paths(cfg, ('val_dataloader',))
+
+
 def _run(args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
     proc = subprocess.run([sys.executable] + args, cwd=cwd, env=env, capture_output=True,
@@ -142,3 +155,26 @@ def test_train_resume_test_end_to_end(tiny_coco, tmp_path):
                   cwd=str(tmp_path))
     assert 'coco/bbox_mAP' in output and 'Average Precision' in output
     assert osp.isfile(tmp_path / 'preds.pkl')
+
+
+def test_train_arguments_and_dist_scripts():
+    pytest.importorskip('mmdet.models')
+    tool = _load_train_tool()
+    config = osp.join(REPO, 'configs', 'faster_rcnn_r50_fpn_dlu.py')
+    args = tool.parse_args([config, '--amp', '--resume', '--cfg-options',
+                            'train_dataloader.batch_size=3'])
+    cfg = tool.apply_train_args(tool.load_config(args), args)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.train_dataloader.batch_size == 3
+    assert cfg.work_dir == osp.join('./work_dirs', 'faster_rcnn_r50_fpn_dlu')
+    assert cfg.default_scope == 'mmdet'
+    args = tool.parse_args([config, '--resume', 'x.pth', '--work-dir', 'w', '--launcher', 'pytorch'])
+    cfg = tool.apply_train_args(tool.load_config(args), args)
+    assert (cfg.resume, cfg.load_from, cfg.work_dir, cfg.launcher) == (True, 'x.pth', 'w', 'pytorch')
+    for script in ('dist_train.sh', 'dist_test.sh'):
+        path = osp.join(REPO, 'tools', script)
+        assert os.access(path, os.X_OK)
+        assert subprocess.run(['bash', '-n', path]).returncode == 0
+        text = open(path).read()
+        assert all(var in text for var in ('NNODES', 'NODE_RANK', 'PORT', 'MASTER_ADDR'))
