@@ -28,6 +28,26 @@ def _want_cuda(cuda_home):
     return available if flag == '' else flag == '1'
 
 
+def _find_cuda_home(torch_guess):
+    """The CUDA toolkit root: $CUDA_HOME / $CUDA_PATH, else the first candidate with headers.
+
+    torch guesses nvcc's grandparent, which is wrong when nvcc on PATH is a link or a wrapper
+    script (/usr/local/bin/nvcc -> /usr/local has no CUDA headers or lib64).
+    """
+    for var in ('CUDA_HOME', 'CUDA_PATH'):
+        if os.environ.get(var):
+            return os.environ[var]
+    nvcc = shutil.which('nvcc')
+    candidates = [torch_guess, '/usr/local/cuda']
+    if nvcc:
+        candidates.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    for root in candidates:
+        if root and os.path.exists(os.path.join(root, 'include', 'cuda_runtime.h')) \
+                and os.path.exists(os.path.join(root, 'bin', 'nvcc')):
+            return root
+    return torch_guess
+
+
 def _cuda_runtime_libdirs():
     """Library dirs of the CUDA runtime shipped by the pip ``nvidia-*`` packages.
 
@@ -46,10 +66,8 @@ def _extensions():
         return [], {}
     from torch.utils import cpp_extension
     cu = sorted(glob.glob(os.path.join('ops', '**', '*.cu'), recursive=True))
-    cuda_home = cpp_extension.CUDA_HOME
-    if cuda_home is None and shutil.which('nvcc'):
-        cuda_home = os.path.dirname(os.path.dirname(os.path.realpath(shutil.which('nvcc'))))
-        cpp_extension.CUDA_HOME = cuda_home
+    cuda_home = _find_cuda_home(cpp_extension.CUDA_HOME)
+    cpp_extension.CUDA_HOME = cuda_home
     with_cuda = bool(cu) and _want_cuda(cuda_home)
     os.environ.setdefault('TORCH_CUDA_ARCH_LIST', '8.0;9.0')
     # at::parallel_for is inline OpenMP code in torch's headers: without -fopenmp it runs serially
