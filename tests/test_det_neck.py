@@ -224,3 +224,19 @@ def test_mask_head_errors():
         UpsampleFCNMaskHead(**_mask_head(dict(type='FADE', scale_factor=2)))
     with pytest.raises(ValueError, match='available types'):
         UpsampleFCNMaskHead(**_mask_head(dict(type='Bicubic', scale_factor=2)))
+
+
+def test_carafe_style_untyped_interpolates_like_fpn():
+    """carafe_style without a type: FPN's F.interpolate kwargs; equals 'nearest' on even sizes."""
+    sizes = [(32, 24), (16, 12), (8, 6), (4, 3)]
+    torch.manual_seed(0)
+    untyped = UpsampleFPN(IN_CHANNELS, 16, num_outs=5, carafe_style=True)
+    untyped.init_weights()
+    typed = UpsampleFPN(IN_CHANNELS, 16, num_outs=5, carafe_style=True,
+                        upsample_cfg=dict(type='nearest'))
+    typed.load_state_dict(untyped.state_dict(), strict=True)
+    inputs = _inputs(sizes=sizes)
+    outs = untyped(inputs)
+    assert [tuple(o.shape[2:]) for o in outs] == sizes + [(2, 2)]
+    for a, b in zip(outs, typed(inputs)):
+        assert torch.equal(a, b)
