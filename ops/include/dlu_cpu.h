@@ -52,6 +52,9 @@ struct CpuDriver {
   }
   template <typename acc_t, typename F>
   static void reduce(int64_t elems, const F& f) { cpu_reduce<acc_t>(elems, f); }
+  template <typename Shape>
+  static at::Tensor kernel_grads(const Shape& sh, const at::Tensor& x,
+                                 const at::Tensor& grad_out);
 };
 
 }  // namespace dlu_mm

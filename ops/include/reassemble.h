@@ -159,6 +159,7 @@ struct GuidedGradOffsets {
   const scalar_t* grad_out;
   SampledKernels<scalar_t> kernels;
   scalar_t* grad_offsets;
+  const acc_t* kernel_grads;  // precomputed (N, G*k*k, sH, sW) or nullptr: recompute
   DLU_HD void operator()(int64_t idx) const {
     const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, ng = idx / sh.oHW;
     const int64_t g = ng % sh.G, n = ng / sh.G;
@@ -166,7 +167,8 @@ struct GuidedGradOffsets {
     const scalar_t* ks = kernels.kernel_space + ng * sh.kk * sh.HW;
     acc_t gy = 0, gx = 0;
     for (int64_t t = 0; t < sh.kk; ++t) {
-      const acc_t gk = kernel_grad(sh, x, grad_out, n, g, t, io, jo);
+      const acc_t gk = kernel_grads ? kernel_grads[(ng * sh.kk + t) * sh.oHW + io * sh.sW + jo]
+                                    : kernel_grad(sh, x, grad_out, n, g, t, io, jo);
       gy += gk * bs.dy(ks + t * sh.HW);
       gx += gk * bs.dx(ks + t * sh.HW);
     }
@@ -186,10 +188,12 @@ struct GuidedScatterKernelSpace {
   const scalar_t* grad_out;
   SampledKernels<scalar_t> kernels;
   acc_t* grad_kernel_space;
+  const acc_t* kernel_grads;  // precomputed (N, G*k*k, sH, sW) or nullptr: recompute
   DLU_HD void operator()(int64_t idx) const {
     const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, plane = idx / sh.oHW;
     const int64_t t = plane % sh.kk, g = (plane / sh.kk) % sh.G, n = plane / sh.kk / sh.G;
-    const acc_t gk = kernel_grad(sh, x, grad_out, n, g, t, io, jo);
+    const acc_t gk =
+        kernel_grads ? kernel_grads[idx] : kernel_grad(sh, x, grad_out, n, g, t, io, jo);
     if (gk == acc_t(0)) return;
     const BorderSample<acc_t> bs = kernels.where(sh, n, g, io, jo);
     acc_t* p = grad_kernel_space + plane * sh.HW;
@@ -287,17 +291,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
                                                offsets.data_ptr<scalar_t>()};
         Driver::for_each(grad_x.numel(), ReassembleGradInput<scalar_t, SampledKernels<scalar_t>>{
             sh, grad_out.data_ptr<scalar_t>(), kernels, grad_x.data_ptr<scalar_t>()});
+        // d loss / d sampled kernels: recomputed per use on CUDA; on CPU one (N, G*k*k, sH,
+        // sW) buffer (G*k*k/C of grad_out's size) from cache-friendly row sums, since a
+        // per-element channel loop there strides through memory.
+        const at::Tensor kernel_grads = Driver::kernel_grads(sh, x, grad_out);
+        const acc_t* kg = kernel_grads.defined() ? kernel_grads.data_ptr<acc_t>() : nullptr;
         Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
             sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), kernels,
-            grad_offsets.data_ptr<scalar_t>()});
+            grad_offsets.data_ptr<scalar_t>(), kg});
         Driver::scatter("guided_reassemble_backward (kernel_space gradient)",
                         sh.N * sh.G * sh.kk, sh.oHW,
                         GuidedScatterKernelSpace<scalar_t, typename Driver::Add>{
                             sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), kernels,
-                            grad_ks_acc.data_ptr<acc_t>()});
+                            grad_ks_acc.data_ptr<acc_t>(), kg});
       });
   return {grad_x, grad_ks_acc.to(x.scalar_type()), grad_offsets};
 }
+
+// CPU: d loss / d K (N, G*k*k, sH, sW) in opmath dtype, by rows (reassemble_cpu.cpp).
+at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tensor& x,
+                                       const at::Tensor& grad_out);
 
 at::Tensor reassemble_cpu(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
                           int64_t groups, int64_t scale_factor);

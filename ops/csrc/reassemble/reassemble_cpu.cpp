@@ -101,9 +101,9 @@ void grad_input_planes(const ReassembleShape& sh, const scalar_t* grad_out,
 }
 
 // grad_kernels, one (n, g, output row) per task: sums grad_out * X over the group's channels.
-template <typename scalar_t>
+template <typename scalar_t, typename out_t>
 void grad_kernel_rows(const ReassembleShape& sh, const scalar_t* x, const scalar_t* grad_out,
-                      scalar_t* grad_kernels) {
+                      out_t* grad_kernels) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, sh.N * sh.G * sh.sH, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(sh.kk * sh.sW), xu(sh.sW + 2 * sh.r * sh.s, acc_t(0)), gor(sh.sW);
@@ -126,15 +126,34 @@ void grad_kernel_rows(const ReassembleShape& sh, const scalar_t* x, const scalar
           }
         }
       }
-      scalar_t* gk = grad_kernels + ng * sh.kk * sh.oHW + io * sh.sW;
+      out_t* gk = grad_kernels + ng * sh.kk * sh.oHW + io * sh.sW;
       for (int64_t t = 0; t < sh.kk; ++t)
         for (int64_t jo = 0; jo < sh.sW; ++jo)
-          gk[t * sh.oHW + jo] = static_cast<scalar_t>(acc[t * sh.sW + jo]);
+          gk[t * sh.oHW + jo] = static_cast<out_t>(acc[t * sh.sW + jo]);
     }
   });
 }
 
 }  // namespace
+
+at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tensor& x,
+                                       const at::Tensor& grad_out) {
+  const auto acc_dtype = at::toOpMathType(x.scalar_type());
+  at::Tensor out = at::empty({sh.N, sh.G * sh.kk, sh.sH, sh.sW}, x.options().dtype(acc_dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "reassemble_kernel_grads", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        grad_kernel_rows(sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+                         out.data_ptr<acc_t>());
+      });
+  return out;
+}
+
+template <>
+at::Tensor CpuDriver::kernel_grads(const ReassembleShape& sh, const at::Tensor& x,
+                                   const at::Tensor& grad_out) {
+  return reassemble_kernel_grads_cpu(sh, x, grad_out);
+}
 
 at::Tensor reassemble_cpu(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t k,
                           int64_t groups, int64_t scale_factor) {
