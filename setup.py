@@ -56,8 +56,22 @@ def _cuda_runtime_libdirs():
     """
     import torch
     site = os.path.dirname(os.path.dirname(torch.__file__))
-    return sorted(d for d in glob.glob(os.path.join(site, 'nvidia', '**', 'lib'), recursive=True)
+    dirs = sorted(d for d in glob.glob(os.path.join(site, 'nvidia', '**', 'lib'), recursive=True)
                   if glob.glob(os.path.join(d, 'libcudart.so*')))
+    # The pip packages ship only libcudart.so.<major>, and CUDAExtension links with -lcudart:
+    # give the linker an unversioned name (build/cuda_link/libcudart.so -> libcudart.so.<major>).
+    # The extension still records the soname libcudart.so.<major> and finds it via the rpath.
+    if dirs and not any(os.path.exists(os.path.join(d, 'libcudart.so')) for d in dirs):
+        versioned = sorted(glob.glob(os.path.join(dirs[0], 'libcudart.so.*')))
+        if versioned:
+            link_dir = os.path.join(ROOT, 'build', 'cuda_link')
+            os.makedirs(link_dir, exist_ok=True)
+            link = os.path.join(link_dir, 'libcudart.so')
+            if os.path.lexists(link):
+                os.remove(link)
+            os.symlink(versioned[0], link)
+            return dirs + [link_dir]
+    return dirs
 
 
 def _extensions():
