@@ -1,4 +1,5 @@
 """Every segmentation config builds and runs loss + predict on CPU (BN for SyncBN, batch 2)."""
+import copy
 import os.path as osp
 
 import pytest
@@ -35,7 +36,7 @@ def build_model(path):
     cfg = Config.fromfile(osp.join(REPO, path))
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     __import__('dlu_mm.seg')  # what custom_imports does in tools/train.py
-    model_cfg = cfg.model.to_dict()
+    model_cfg = copy.deepcopy(cfg.model)  # a ConfigDict: mmseg reads test_cfg.mode
     sync_bn_to_bn(model_cfg)
     model_cfg['pretrained'] = None  # no download in tests
     return cfg, MODELS.build(model_cfg)

@@ -124,9 +124,12 @@ class UpsampleUPerHead(UPerHead):
     def init_weights(self):
         # UPerHead's own init first (ConvModules' kaiming, conv_seg normal); then each operator's
         # init, which must survive it (e.g. DLU's zero offsets, CARAFE's box-average kernels).
+        # mmengine initialises a module once (is_init); follow that for the upsamplers too.
+        first_time = not self.is_init
         super().init_weights()
-        for upsampler in self.upsamplers():
-            upsampler.init_weights()
+        if first_time:
+            for upsampler in self.upsamplers():
+                upsampler.init_weights()
 
     def _step(self, x, target, upsampler):
         """Bring ``x`` to ``target``'s (H, W): one 2x upsampler step, or a plain resize."""
