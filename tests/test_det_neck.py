@@ -97,15 +97,10 @@ def test_carafe_style_nearest_by_hand():
         torch.testing.assert_close(g, e, rtol=0, atol=1e-6)
 
 
-# dlu_mm.ops.ddf.filter_norm takes sqrt of a zero variance when a channel filter is constant over
-# its taps (here: all hidden ReLUs of one branch dead), whose backward is NaN
-DDF_ZERO_STD = pytest.mark.xfail(reason='filter_norm: NaN gradient at zero filter variance',
-                                 strict=False)
-
-
 @pytest.mark.parametrize('carafe_style', [False, True])
-@pytest.mark.parametrize('upsampler_type', [
-    pytest.param(t, marks=DDF_ZERO_STD) if t == 'DDFUp' else t for t in UPSAMPLERS])
+# DDFUp here has a channel branch whose hidden ReLUs are all off: a constant filter, whose
+# FilterNorm must still give finite gradients
+@pytest.mark.parametrize('upsampler_type', UPSAMPLERS)
 def test_every_upsampler_odd_sizes(upsampler_type, carafe_style):
     torch.manual_seed(0)
     cfg = dict(type=upsampler_type)

@@ -212,6 +212,16 @@ def test_filter_norm_matches_hand_statistics():
         filter_norm(filters[..., :1], 1.0, dim=2)
 
 
+def test_filter_norm_constant_filter_has_finite_gradient():
+    # a constant filter (e.g. a DDF channel branch whose ReLUs are all off) has variance 0:
+    # the value is 0 and the gradient must stay finite (sqrt'(0) is infinite)
+    filters = torch.cat([torch.full((1, 1, 9), 0.5), torch.randn(1, 1, 9)], 1).requires_grad_()
+    out = filter_norm(filters, 1.0, dim=2)
+    assert torch.equal(out[0, 0], torch.zeros(9))
+    (out * torch.randn_like(out)).sum().backward()
+    assert torch.isfinite(filters.grad).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # local_deformable_attention
 # ---------------------------------------------------------------------------------------------

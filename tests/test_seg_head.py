@@ -128,16 +128,10 @@ def test_parameter_delta_counts_one_module_per_step(fusion, num_upsamplers):
     assert count(head) - count(base) == num_upsamplers * carafe_params(CHANNELS)
 
 
-# dlu_mm.ops.ddf.filter_norm takes sqrt(var) with var == 0 for a constant filter (here: a
-# channel branch whose few ReLU units are all off, leaving the zero-initialised bias): the
-# backward of sqrt at 0 gives NaN gradients. Reported to the ops owner; xfail until fixed.
-DDF_NAN_GRAD = pytest.mark.xfail(reason='filter_norm: NaN grad for constant filters',
-                                 strict=False)
-
-
 @pytest.mark.parametrize('fusion', [False, True])
-@pytest.mark.parametrize('up_type', [pytest.param(t, marks=DDF_NAN_GRAD) if t == 'DDFUp' else t
-                                     for t in LEARNABLE_TYPES])
+# (DDFUp: a channel branch whose few ReLUs are all off gives constant filters; FilterNorm must
+# keep their gradients finite)
+@pytest.mark.parametrize('up_type', LEARNABLE_TYPES)
 def test_learnable_types_odd_sizes_forward_backward(up_type, fusion):
     torch.manual_seed(0)
     head = UpsampleUPerHead(upsample_cfg=dict(type=up_type), fusion_upsample=fusion,

@@ -111,7 +111,11 @@ def filter_norm(filters, scale, dim, eps=1e-10):
     dtype = filters.dtype
     work = filters.float() if dtype in _LOW_PRECISION else filters
     centred = work - work.mean(dim=dim, keepdim=True)
-    # unbiased std written out: Tensor.std warns on empty batches
-    std = (centred.square().sum(dim=dim, keepdim=True) / (filters.shape[dim] - 1)).sqrt()
+    # unbiased std written out: Tensor.std warns on empty batches. A constant filter has
+    # variance exactly 0, where sqrt's gradient is infinite (NaN downstream): take the root of
+    # positive variances only, so such filters get std 0 and a zero gradient through it.
+    var = centred.square().sum(dim=dim, keepdim=True) / (filters.shape[dim] - 1)
+    positive = var > 0
+    std = torch.where(positive, var, torch.ones_like(var)).sqrt() * positive
     normed = centred / (std + eps)
     return (normed * scale).to(dtype)
