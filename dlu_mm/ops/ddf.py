@@ -72,7 +72,8 @@ def ddf_reference(x, channel_filter, spatial_filter, k, dilation=1, stride=1, co
             spatial = spatial_filter[:, t:t + 1]  # (N, 1, out_h, out_w)
             channel = channel_filter[:, :, ty, tx, None, None]  # (N, C, 1, 1)
             weight = spatial * channel if combine == 'mul' else spatial + channel
-            out = tap * weight if out is None else out + tap * weight
+            # addcmul: one pass per tap instead of a multiply and an add
+            out = tap * weight if out is None else out.addcmul(tap, weight)
     return out.to(out_dtype)
 
 

@@ -125,13 +125,19 @@ def local_deformable_attention_reference(q, key, value, offsets, rpb=None, num_h
     head_dim = d // num_heads
     q = q.reshape(n, num_heads, head_dim, out_h, out_w)
     sampled_key = sampled_key.view(n, num_heads, head_dim, num_points, out_h, out_w)
-    logits = torch.einsum('nhdyx,nhdpyx->nhpyx', q, sampled_key)  # (N, nh, P, sH, sW)
+    # Broadcast-multiply-sum and the per-point loop below keep the (large) sampled tensors in
+    # place: einsum would permute copies of them into matmul layout (2-3x slower on CPU).
+    logits = (q[:, :, :, None] * sampled_key).sum(dim=2)  # (N, nh, P, sH, sW)
     if rpb is not None:
         # q . rpb: the bias is the same at every pixel, so contract it without broadcasting.
         logits = logits + torch.einsum('nhdyx,hpd->nhpyx', q, rpb)
     attention = (logits * head_dim ** -0.5).softmax(dim=2)
     sampled_value = sampled_value.view(n, num_heads, c // num_heads, num_points, out_h, out_w)
-    out = torch.einsum('nhpyx,nhcpyx->nhcyx', attention, sampled_value)
+    out = None
+    for point in range(num_points):
+        weight = attention[:, :, None, point]  # (N, nh, 1, sH, sW)
+        term = sampled_value[:, :, :, point]  # (N, nh, C/nh, sH, sW)
+        out = weight * term if out is None else out.addcmul(weight, term)
     return out.reshape(n, c, out_h, out_w).to(out_dtype)
 
 
