@@ -1,8 +1,9 @@
 """Common contract of every dlu_mm upsampler.
 
 ``Upsampler(channels, scale_factor=2, **kwargs)``; ``forward(x, guide=None) -> (N, C, s*H, s*W)``.
-Guided upsamplers (``requires_guide = True``) need ``guide`` of shape (N, guide_channels, s*H, s*W)
-with x's device and dtype; the others ignore it. ``init_weights()`` restores the operator's own
+Guided upsamplers (``requires_guide = True``) need ``guide`` of shape
+(N, guide_channels, g*H, g*W), g = ``guide_scale_factor`` (s unless overridden, e.g. 1 for DDF-Up's
+joint mode), with x's device and dtype; the others ignore it. ``init_weights()`` restores the operator's own
 initialisation (necks run a global xavier pass first, then call it again).
 """
 from mmengine.model import BaseModule
@@ -23,19 +24,26 @@ class BaseUpsampler(BaseModule):
         """Channels a guide must have (guided upsamplers only)."""
         return self.channels
 
+    @property
+    def guide_scale_factor(self):
+        """How many times x's spatial size the guide must be (guided upsamplers only)."""
+        return self.scale_factor
+
     def forward(self, x, guide=None):
         check_4d('x', x, self.channels)
         if self.requires_guide:
+            gs = self.guide_scale_factor
             if guide is None:
+                size = 'H, W' if gs == 1 else f'{gs}*H, {gs}*W'
                 raise ValueError(f'{type(self).__name__} is a guided upsampler: forward(x, guide) '
-                                 f'needs guide of shape (N, {self.guide_channels}, '
-                                 f'{self.scale_factor}*H, {self.scale_factor}*W), got None')
+                                 f'needs guide of shape (N, {self.guide_channels}, {size}), '
+                                 f'got None')
             check_4d('guide', guide, self.guide_channels)
             check_same_device_dtype('guide', guide, 'x', x)
             if guide.shape[0] != x.shape[0]:
                 raise ValueError(f'guide batch size {guide.shape[0]} != x batch size '
                                  f'{x.shape[0]}')
-            check_spatial_scale('guide', guide, 'x', x, self.scale_factor)
+            check_spatial_scale('guide', guide, 'x', x, gs)
         return self.upsample(x, guide)
 
     def upsample(self, x, guide):
