@@ -15,11 +15,12 @@ from mmengine.registry import MODELS
 
 from ..utils import check_int, check_odd
 from .base import BaseUpsampler
-from .carafe import CARAFE, xavier_init_convs
+from .carafe import CARAFE
 from .ddf_up import DDFUp
 from .dlu import DLU
 from .dysample import DySample
 from .fade import FADE
+from .layers import xavier_init_convs
 from .lda_aqu import LDAAQU
 from .sapa import SAPA
 

@@ -9,21 +9,7 @@ import torch.nn.functional as F
 from ..ops.reassemble import kernel_softmax, reassemble
 from ..utils import check_divisible, check_int, check_odd
 from .base import BaseUpsampler
-
-
-def same_conv(in_channels, out_channels, kernel_size, dilation=1, bias=True):
-    """Conv2d that keeps the spatial size (odd kernel, any dilation)."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2),
-                     dilation=dilation, bias=bias)
-
-
-def xavier_init_convs(module):
-    """xavier-uniform weights and zero biases on every Conv2d / ConvTranspose2d of ``module``."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+from .layers import same_conv, xavier_init_convs
 
 
 class KernelPredictionUpsampler(BaseUpsampler):

@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops.reassemble import guided_reassemble, kernel_softmax
-from .carafe import KernelPredictionUpsampler, xavier_init_convs
+from .carafe import KernelPredictionUpsampler
+from .layers import xavier_init_convs
 
 
 class DLU(KernelPredictionUpsampler):

@@ -10,7 +10,7 @@ import torch.nn as nn
 from ..ops.reassemble import kernel_softmax, reassemble
 from ..utils import check_int, check_odd
 from .base import BaseUpsampler
-from .carafe import same_conv, xavier_init_convs
+from .layers import same_conv, xavier_init_convs
 
 
 def repeat_nearest(x, scale_factor):

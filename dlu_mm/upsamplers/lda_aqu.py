@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from ..ops import local_deformable_attention
 from ..utils import check_divisible, check_int, check_odd
 from .base import BaseUpsampler
-from .carafe import xavier_init_convs
-from .sapa import ChannelLayerNorm
+from .layers import ChannelLayerNorm, xavier_init_convs
 
 
 class LDAAQU(BaseUpsampler):

@@ -8,16 +8,10 @@ import torch.nn as nn
 from ..ops.reassemble import local_window_similarity, reassemble
 from ..utils import check_choice, check_divisible, check_int, check_odd
 from .base import BaseUpsampler
+from .layers import ChannelLayerNorm
 
 NORMS = ('ln', 'gn')
 GN_GROUPS = 32
-
-
-class ChannelLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channels of every pixel of a (N, C, H, W) tensor."""
-
-    def forward(self, x):
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class SAPA(BaseUpsampler):
