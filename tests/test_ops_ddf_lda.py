@@ -8,7 +8,7 @@ import torch
 
 from dlu_mm.ops import (ddf, ddf_reference, local_deformable_attention,
                         local_deformable_attention_reference)
-from dlu_mm.ops.ddf import filter_norm
+from dlu_mm.ops.ddf import ddf_heads, filter_norm
 
 pytestmark = pytest.mark.filterwarnings('ignore:dlu_mm. no compiled')
 
@@ -193,6 +193,28 @@ def test_ddf_errors():
         ddf(x, ch, sp, 3, stride=1.0)
     with pytest.raises(ValueError, match='dilation'):
         ddf(x, ch, sp, 3, dilation=0)
+
+
+@pytest.mark.parametrize('head,stride,combine', [(1, 1, 'mul'), (2, 1, 'add'), (3, 2, 'mul')])
+def test_ddf_heads_is_ddf_per_head_block(head, stride, combine):
+    g = torch.Generator().manual_seed(7)
+    n, c, h, w, k = 2, 6, 5, 4, 3
+    x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    ch = torch.randn(n, c, k, k, generator=g, dtype=torch.float64)
+    sp = torch.randn(n, head * k * k, h // stride, w // stride, generator=g, dtype=torch.float64)
+    got = ddf_heads(x, ch, sp, k, head, 2, stride, combine)
+    assert got.shape == (n, c, h // stride, w // stride)
+    block = c // head
+    for hh in range(head):
+        want = ddf_loop(x[:, hh * block:(hh + 1) * block], ch[:, hh * block:(hh + 1) * block],
+                        sp[:, hh * k * k:(hh + 1) * k * k], k, 2, stride, combine)
+        torch.testing.assert_close(got[:, hh * block:(hh + 1) * block], want)
+    with pytest.raises(ValueError, match='divisible by head'):
+        ddf_heads(x, ch, sp, k, 4)
+    with pytest.raises(ValueError, match='spatial_filter must have shape'):
+        ddf_heads(x, ch, sp[:, :k * k - 1], k, head)
+    with pytest.raises(ValueError, match='channel_filter must have shape'):
+        ddf_heads(x, ch[:, :2], sp, k, head)
 
 
 def test_filter_norm_matches_hand_statistics():

@@ -64,11 +64,18 @@ def ddfup_by_hand(m, x, guide=None):
     out = torch.zeros(n, c, s * h, s * w, dtype=x.dtype)
     pooled = x.mean(dim=(2, 3), keepdim=True)
     for i in range(s * s):
-        spatial = m.spatial_branches[i](guide if guide is not None else x)
+        spatial_branch, spatial = m.spatial_branches[i], (guide if guide is not None else x)
+        if guide is None:  # depthwise dw_k x dw_k conv, then the branch's 1x1 conv
+            dw, spatial_branch = spatial_branch
+            spatial = F.conv2d(spatial, dw.weight, dw.bias, padding=m.dw_kernel_size // 2,
+                               groups=c)
+        spatial = F.conv2d(spatial, spatial_branch.conv.weight, spatial_branch.conv.bias)
         spatial = hand_filter_norm(spatial.reshape(n, head, k * k, h, w).movedim(2, -1),
                                    gain / k).movedim(-1, 2).reshape(n, head * k * k, h, w)
-        channel = m.channel_branches[i](pooled).reshape(n, c, k * k)
-        channel = hand_filter_norm(channel, m.channel_filter_scale[i]).reshape(n, c, k, k)
+        cb = m.channel_branches[i]
+        channel = F.conv2d(F.relu(F.conv2d(pooled, cb.squeeze.weight, cb.squeeze.bias)),
+                           cb.expand.weight, cb.expand.bias).reshape(n, c, k * k)
+        channel = hand_filter_norm(channel, cb.scale).reshape(n, c, k, k)
         block = c // head
         for hh in range(head):
             out[:, hh * block:(hh + 1) * block, i // s::s, i % s::s] = ddf_loop(
@@ -96,7 +103,7 @@ def test_ddfup_joint_mode_uses_same_resolution_guide():
     x, guide = randn(2, 4, 3, 5, seed=2), randn(2, 3, 3, 5, seed=3)
     with torch.no_grad():
         torch.testing.assert_close(m(x, guide), ddfup_by_hand(m, x, guide))
-    with pytest.raises(ValueError, match='got None'):
+    with pytest.raises(ValueError, match=r'\(N, 3, H, W\), got None'):
         m(x)
     with pytest.raises(ValueError, match='spatial size'):
         m(x, randn(2, 3, 6, 10))  # s x x's size is wrong in joint mode
@@ -318,7 +325,8 @@ def test_own_inits():
     bound = math.sqrt(6 / (256 + 64))  # xavier-uniform 1x1 conv 256 -> 64
     assert 0.9 * bound < lda.q_proj.weight.abs().max() <= bound
     ddf_up = DDFUp(256, nonlinearity='relu')
-    scale = ddf_up.channel_filter_scale
+    scale = torch.stack([branch.scale for branch in ddf_up.channel_branches])
+    assert scale.shape == (4, 256, 9)
     assert abs(scale.std().item() - math.sqrt(2) / 3) < 0.02
 
 

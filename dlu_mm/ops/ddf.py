@@ -12,7 +12,8 @@ floor(H/stride) x floor(W/stride) pixels.
 """
 import torch
 
-from ..utils import check_4d, check_choice, check_int, check_odd, check_same_device_dtype
+from ..utils import (check_4d, check_choice, check_divisible, check_int, check_odd,
+                     check_same_device_dtype)
 from .dispatch import dispatch
 
 DDF_COMBINES = ('mul', 'add')
@@ -95,6 +96,45 @@ def ddf(x, channel_filter, spatial_filter, k, dilation=1, stride=1, combine='mul
                                                   stride, combine)
     return dispatch('ddf', x.device.type, ddf_reference,
                     (x, channel_filter, spatial_filter, k, dilation, stride, combine))
+
+
+def ddf_heads(x, channel_filter, spatial_filter, k, head, dilation=1, stride=1, combine='mul'):
+    """:func:`ddf` with ``head`` spatial filters: head h filters the contiguous channel block
+    [h*C/head, (h+1)*C/head) with its own spatial filter (taps h*k*k .. (h+1)*k*k - 1).
+
+    The heads are folded into the batch, so each block is a plain DDF.
+
+    Args:
+        x: (N, C, H, W) input, C divisible by ``head``.
+        channel_filter: (N, C, k, k).
+        spatial_filter: (N, head*k*k, H//stride, W//stride).
+        k, dilation, stride, combine: as :func:`ddf`.
+        head: positive int.
+
+    Returns:
+        (N, C, H//stride, W//stride) tensor of x's dtype.
+    """
+    head = check_int('head', head, 1)
+    k = check_odd('k', k)
+    check_4d('x', x)
+    check_4d('channel_filter', channel_filter)
+    check_4d('spatial_filter', spatial_filter)
+    n, c, h, w = x.shape
+    check_divisible('channels of x', c, 'head', head)
+    if tuple(channel_filter.shape) != (n, c, k, k):
+        raise ValueError(f'channel_filter must have shape (N, C, k, k) = {(n, c, k, k)} for x of '
+                         f'shape {tuple(x.shape)} and k={k}, got {tuple(channel_filter.shape)}')
+    if tuple(spatial_filter.shape[:2]) != (n, head * k * k):
+        raise ValueError(f'spatial_filter must have shape (N, head*k*k, H//stride, W//stride) '
+                         f'with N={n}, head*k*k={head * k * k}, got '
+                         f'{tuple(spatial_filter.shape)}')
+    out_h, out_w = spatial_filter.shape[-2:]
+    # (N, C, ...) -> (N*head, C/head, ...) and (N, head*k*k, ...) -> (N*head, k*k, ...); ddf
+    # checks the remaining shapes, device and dtype.
+    out = ddf(x.reshape(n * head, c // head, h, w),
+              channel_filter.reshape(n * head, c // head, k, k),
+              spatial_filter.reshape(n * head, k * k, out_h, out_w), k, dilation, stride, combine)
+    return out.reshape(n, c, out_h, out_w)  # (N, C, H//stride, W//stride)
 
 
 def filter_norm(filters, scale, dim, eps=1e-10):

@@ -3,7 +3,7 @@
 Importing this package registers ``DDFResNet``, ``DDFBottleneck`` and ``DDFConv`` in
 ``mmpretrain.registry.MODELS`` (configs: ``custom_imports=dict(imports=['dlu_mm.pretrain'])``;
 from mmdet / mmseg: ``type='mmpretrain.DDFResNet'``). It imports mmpretrain, never mmdet/mmseg.
-``DDFConv`` itself needs torch only, so on an environment without mmpretrain the package still
+``DDFConv`` itself needs torch and mmengine only, so on an environment without mmpretrain the package still
 imports and offers ``DDFConv`` (the backbones then do not exist).
 """
 from importlib.util import find_spec

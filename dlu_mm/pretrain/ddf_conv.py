@@ -4,13 +4,14 @@
 ResNet bottleneck): a spatial filter per output position (shared by the channels of a head) and
 a channel filter per sample (shared by all positions), both predicted from the input and
 FilterNorm-ed, combined by product or sum and applied with :func:`dlu_mm.ops.ddf`.
-Needs torch only (no mmcv / mmpretrain).
+Needs torch and mmengine only (no mmcv / mmpretrain): the filter branches live in
+:mod:`dlu_mm.upsamplers.layers`, shared with DDF-Up.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops.ddf import DDF_COMBINES, ddf, filter_norm
+from ..ops.ddf import DDF_COMBINES, ddf_heads
+from ..upsamplers.layers import DDFChannelBranch, DDFSpatialBranch, init_ddf_module
 from ..utils import check_4d, check_choice, check_divisible, check_int, check_odd
 
 
@@ -23,59 +24,6 @@ def _check_se_ratio(se_ratio, channels):
         raise ValueError(f'se_ratio * channels must be >= 1 (hidden channels of the channel '
                          f'branch), got se_ratio={se_ratio}, channels={channels}')
     return hidden
-
-
-class DDFSpatialBranch(nn.Module):
-    """Spatial filters: 1x1 conv (C -> head*k*k, bias, stride) -> FilterNorm(gain / k).
-
-    One k*k filter per output position and head; the stride puts the filters on the output grid
-    of a strided DDF. Output (N, head*k*k, ceil(H/stride), ceil(W/stride)).
-    """
-
-    def __init__(self, in_channels, kernel_size, head=1, stride=1, gain=1.0):
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.head = head
-        self.gain = gain
-        self.conv = nn.Conv2d(in_channels, head * kernel_size ** 2, 1, stride=stride)
-
-    def forward(self, x):
-        logits = self.conv(x)  # (N, head*k*k, H', W')
-        n, _, h, w = logits.shape
-        taps = self.kernel_size ** 2
-        normed = filter_norm(logits.view(n, self.head, taps, h, w), self.gain / self.kernel_size,
-                             dim=2)
-        return normed.view(n, self.head * taps, h, w)
-
-
-class DDFChannelBranch(nn.Module):
-    """Channel filters: global avg pool -> 1x1 conv C -> floor(se_ratio*C) -> ReLU -> 1x1 conv
-    -> C*k*k -> FilterNorm with a learnable per-(channel, tap) scale (init randn * gain / k).
-
-    Output (N, C, k, k): one k x k filter per sample and channel, shared over positions.
-    """
-
-    def __init__(self, channels, kernel_size, se_ratio=0.2, gain=1.0):
-        super().__init__()
-        hidden = _check_se_ratio(se_ratio, channels)
-        self.channels = channels
-        self.kernel_size = kernel_size
-        self.gain = gain
-        self.squeeze = nn.Conv2d(channels, hidden, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.expand = nn.Conv2d(hidden, channels * kernel_size ** 2, 1)
-        self.scale = nn.Parameter(torch.empty(channels, kernel_size ** 2))
-        self.reset_scale()
-
-    def reset_scale(self):
-        with torch.no_grad():
-            self.scale.normal_().mul_(self.gain / self.kernel_size)
-
-    def forward(self, x):
-        n, k = x.shape[0], self.kernel_size
-        pooled = F.adaptive_avg_pool2d(x, 1)  # (N, C, 1, 1)
-        logits = self.expand(self.act(self.squeeze(pooled))).view(n, self.channels, k * k)
-        return filter_norm(logits, self.scale, dim=2).view(n, self.channels, k, k)
 
 
 class DDFConv(nn.Module):
@@ -124,7 +72,8 @@ class DDFConv(nn.Module):
         self.kernel_combine = check_choice('kernel_combine', kernel_combine, DDF_COMBINES)
         self.spatial_branch = DDFSpatialBranch(self.in_channels, self.kernel_size, self.head,
                                                self.stride, gain)
-        self.channel_branch = DDFChannelBranch(self.in_channels, self.kernel_size, se_ratio, gain)
+        self.channel_branch = DDFChannelBranch(self.in_channels, self.kernel_size,
+                                               _check_se_ratio(se_ratio, self.in_channels), gain)
         self.init_weights()
 
     @property
@@ -132,15 +81,11 @@ class DDFConv(nn.Module):
         return self.in_channels
 
     def init_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                nn.init.zeros_(m.bias)
-        self.channel_branch.reset_scale()
+        init_ddf_module(self)
 
     def forward(self, x):
         check_4d('x', x, self.in_channels)
-        n, c, h, w = x.shape
+        h, w = x.shape[-2:]
         k, s, head = self.kernel_size, self.stride, self.head
         # under autocast the branch convs run in low precision; filter in x's dtype
         spatial = self.spatial_branch(x).to(x.dtype)  # (N, head*k*k, ceil(H/s), ceil(W/s))
@@ -150,13 +95,8 @@ class DDFConv(nn.Module):
         # equals the conv grid above on odd sizes too.
         if (out_h * s, out_w * s) != (h, w):
             x = F.pad(x, (0, out_w * s - w, 0, out_h * s - h))
-        # Heads filter disjoint channel blocks with their own spatial filter: fold them into
-        # the batch so each block is a plain DDF.
-        out = ddf(x.reshape(n * head, c // head, out_h * s, out_w * s),
-                  channel.reshape(n * head, c // head, k, k),
-                  spatial.reshape(n * head, k * k, out_h, out_w), k, self.dilation, s,
-                  self.kernel_combine)
-        return out.reshape(n, c, out_h, out_w)
+        # head h filters channels [h*C/head, (h+1)*C/head) with its own spatial filter
+        return ddf_heads(x, channel, spatial, k, head, self.dilation, s, self.kernel_combine)
 
     def extra_repr(self):
         return (f'in_channels={self.in_channels}, kernel_size={self.kernel_size}, '

@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops.ddf import DDF_COMBINES, ddf, filter_norm
-from ..utils import (check_4d, check_choice, check_divisible, check_int, check_odd,
-                     check_same_device_dtype, check_spatial_scale)
+from ..ops.ddf import DDF_COMBINES, ddf_heads
+from ..utils import check_choice, check_divisible, check_int, check_odd
 from .base import BaseUpsampler
+from .layers import DDFChannelBranch, DDFSpatialBranch, init_ddf_module
 
 
 class DDFUp(BaseUpsampler):
@@ -69,84 +69,52 @@ class DDFUp(BaseUpsampler):
         self.requires_guide = self.joint_channels > 0
         self.kernel_combine = check_choice('kernel_combine', kernel_combine, DDF_COMBINES)
 
-        c, k, taps = self.channels, self.kernel_size, self.kernel_size ** 2
+        c, k = self.channels, self.kernel_size
         num_branches = self.scale_factor ** 2
         if self.requires_guide:
             self.spatial_branches = nn.ModuleList(
-                nn.Conv2d(self.joint_channels, self.head * taps, 1) for _ in range(num_branches))
+                DDFSpatialBranch(self.joint_channels, k, self.head, 1, self.gain)
+                for _ in range(num_branches))
         else:
             self.spatial_branches = nn.ModuleList(
                 nn.Sequential(
                     nn.Conv2d(c, c, self.dw_kernel_size, padding=self.dw_kernel_size // 2,
                               groups=c),
-                    nn.Conv2d(c, self.head * taps, 1)) for _ in range(num_branches))
+                    DDFSpatialBranch(c, k, self.head, 1, self.gain))
+                for _ in range(num_branches))
+        # each channel branch holds its FilterNorm scale (one per channel and tap)
         self.channel_branches = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, hidden, 1), nn.ReLU(inplace=True),
-                          nn.Conv2d(hidden, c * taps, 1)) for _ in range(num_branches))
-        # FilterNorm's learnable channel-filter scale, one per (branch, channel, tap).
-        self.channel_filter_scale = nn.Parameter(torch.empty(num_branches, c, taps))
+            DDFChannelBranch(c, k, hidden, self.gain) for _ in range(num_branches))
         self.init_weights()
 
     @property
     def guide_channels(self):
         return self.joint_channels
 
+    @property
+    def guide_scale_factor(self):
+        # joint mode: the guide has x's own resolution
+        return 1 if self.requires_guide else self.scale_factor
+
     def init_weights(self):
         """kaiming-normal convs with zero bias; channel FilterNorm scale ~ randn * gain / k."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                nn.init.zeros_(m.bias)
-        with torch.no_grad():
-            self.channel_filter_scale.normal_().mul_(self.gain / self.kernel_size)
-
-    def forward(self, x, guide=None):
-        if not self.requires_guide:
-            return super().forward(x, guide)
-        # Joint mode: the guide has x's resolution, which BaseUpsampler's guide check (s times
-        # x's size) does not allow, so check it here.
-        check_4d('x', x, self.channels)
-        if guide is None:
-            raise ValueError(f'DDFUp with joint_channels={self.joint_channels} is guided: '
-                             f'forward(x, guide) needs guide of shape '
-                             f'(N, {self.joint_channels}, H, W), got None')
-        check_4d('guide', guide, self.joint_channels)
-        check_same_device_dtype('guide', guide, 'x', x)
-        if guide.shape[0] != x.shape[0]:
-            raise ValueError(f'guide batch size {guide.shape[0]} != x batch size {x.shape[0]}')
-        check_spatial_scale('guide', guide, 'x', x, 1)
-        return self.upsample(x, guide)
+        init_ddf_module(self)
 
     def branch_filters(self, x, guide=None):
         """Per sub-pixel branch i, the FilterNorm-ed (channel (N, C, k, k), spatial
         (N, head*k*k, H, W)) filters, in x's dtype."""
-        n, c, h, w = x.shape
-        k, taps = self.kernel_size, self.kernel_size ** 2
-        pooled = F.adaptive_avg_pool2d(x, 1)  # (N, C, 1, 1)
         spatial_input = guide if self.requires_guide else x
-        filters = []
-        for i, (spatial_branch, channel_branch) in enumerate(
-                zip(self.spatial_branches, self.channel_branches)):
-            spatial = spatial_branch(spatial_input).reshape(n, self.head, taps, h, w)
-            spatial = filter_norm(spatial, self.gain / k, dim=2).view(n, self.head * taps, h, w)
-            channel = channel_branch(pooled).reshape(n, c, taps)
-            channel = filter_norm(channel, self.channel_filter_scale[i], dim=2).view(n, c, k, k)
-            # under autocast the convs run in low precision; filter in x's dtype
-            filters.append((channel.to(x.dtype), spatial.to(x.dtype)))
-        return filters
+        # under autocast the convs run in low precision; filter in x's dtype
+        return [(channel_branch(x).to(x.dtype), spatial_branch(spatial_input).to(x.dtype))
+                for spatial_branch, channel_branch in zip(self.spatial_branches,
+                                                          self.channel_branches)]
 
     def upsample(self, x, guide=None):
         n, c, h, w = x.shape
-        s, k, head = self.scale_factor, self.kernel_size, self.head
-        # Heads filter disjoint channel blocks with their own spatial filter: fold them into the
-        # batch so each block is a plain DDF.
-        x_heads = x.reshape(n * head, c // head, h, w)
-        outputs = []
-        for channel, spatial in self.branch_filters(x, guide):
-            out = ddf(x_heads, channel.reshape(n * head, c // head, k, k),
-                      spatial.reshape(n * head, k * k, h, w), k, self.dilation, 1,
-                      self.kernel_combine)
-            outputs.append(out.reshape(n, c, h, w))
+        s = self.scale_factor
+        outputs = [ddf_heads(x, channel, spatial, self.kernel_size, self.head, self.dilation, 1,
+                             self.kernel_combine)
+                   for channel, spatial in self.branch_filters(x, guide)]  # each (N, C, H, W)
         out = torch.stack(outputs, dim=2)  # (N, C, s*s, H, W): channel c*s*s + i <- branch i
         return F.pixel_shuffle(out.view(n, c * s * s, h, w), s)  # (N, C, sH, sW)
 
