@@ -26,16 +26,56 @@ inline void upsample_row(const ReassembleShape& sh, const scalar_t* __restrict__
   }
 }
 
+// Kernel rows of the row-wise paths: row(ng, io, buf, stride) returns the k*k taps of output
+// row io of (n, g) as rows of sW elements `stride` apart. Dense kernels are read in place; DLU's
+// sampled kernels are bilinearly sampled ONCE per (n, g, output row) into buf, so the channel
+// loop reuses them instead of re-sampling per channel (the functor path does that per element).
 template <typename scalar_t>
-void forward_rows(const ReassembleShape& sh, const scalar_t* x, const scalar_t* kernels,
+struct DenseRows {
+  using kernel_t = scalar_t;
+  const scalar_t* kernels;
+  const kernel_t* row(const ReassembleShape& sh, int64_t ng, int64_t io,
+                      at::opmath_type<scalar_t>*, int64_t& stride) const {
+    stride = sh.oHW;
+    return kernels + ng * sh.kk * sh.oHW + io * sh.sW;
+  }
+};
+
+template <typename scalar_t>
+struct SampledRows {
+  using acc_t = at::opmath_type<scalar_t>;
+  using kernel_t = acc_t;
+  SampledKernels<scalar_t> kernels;
+  // Taps t of row io into dst[t * dst_stride + jo].
+  void sample(const ReassembleShape& sh, int64_t ng, int64_t io, acc_t* dst,
+              int64_t dst_stride) const {
+    const int64_t g = ng % sh.G, n = ng / sh.G;
+    const scalar_t* ks = kernels.kernel_space + ng * sh.kk * sh.HW;
+    for (int64_t jo = 0; jo < sh.sW; ++jo) {
+      const BorderSample<acc_t> bs = kernels.where(sh, n, g, io, jo);
+      for (int64_t t = 0; t < sh.kk; ++t) dst[t * dst_stride + jo] = bs.sample(ks + t * sh.HW);
+    }
+  }
+  const kernel_t* row(const ReassembleShape& sh, int64_t ng, int64_t io, acc_t* buf,
+                      int64_t& stride) const {
+    sample(sh, ng, io, buf, sh.sW);
+    stride = sh.sW;
+    return buf;
+  }
+};
+
+template <typename scalar_t, typename Rows>
+void forward_rows(const ReassembleShape& sh, const scalar_t* x, const Rows& rows,
                   scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
+  using kernel_t = typename Rows::kernel_t;
   at::parallel_for(0, sh.N * sh.G * sh.sH, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(sh.sW), xu(sh.sW + 2 * sh.r * sh.s, acc_t(0));
+    std::vector<acc_t> acc(sh.sW), xu(sh.sW + 2 * sh.r * sh.s, acc_t(0)), kbuf(sh.kk * sh.sW);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t io = row % sh.sH, ng = row / sh.sH, g = ng % sh.G, n = ng / sh.G;
       const int64_t i = io / sh.s;
-      const scalar_t* krow = kernels + ng * sh.kk * sh.oHW + io * sh.sW;
+      int64_t kstride = 0;
+      const kernel_t* krow = rows.row(sh, ng, io, kbuf.data(), kstride);
       for (int64_t c = g * sh.Cg; c < (g + 1) * sh.Cg; ++c) {
         acc_t* __restrict__ a = acc.data();
         std::fill(acc.begin(), acc.end(), acc_t(0));
@@ -44,7 +84,7 @@ void forward_rows(const ReassembleShape& sh, const scalar_t* x, const scalar_t* 
           if (iy < 0 || iy >= sh.H) continue;
           upsample_row(sh, x + (n * sh.C + c) * sh.HW + iy * sh.W, xu.data());
           for (int64_t kx = 0; kx < sh.k; ++kx) {
-            const scalar_t* __restrict__ kr = krow + (ky * sh.k + kx) * sh.oHW;
+            const kernel_t* __restrict__ kr = krow + (ky * sh.k + kx) * kstride;
             const acc_t* __restrict__ xs = xu.data() + kx * sh.s;
             for (int64_t jo = 0; jo < sh.sW; ++jo) a[jo] += static_cast<acc_t>(kr[jo]) * xs[jo];
           }
@@ -56,39 +96,46 @@ void forward_rows(const ReassembleShape& sh, const scalar_t* x, const scalar_t* 
   });
 }
 
-// grad_x, one (n, c) plane per task: each output pixel adds K * grad_out to its k*k taps, in a
-// fixed order inside the task (deterministic, no races between tasks).
-template <typename scalar_t>
+// grad_x, one (n, c) plane per task (deterministic, no races between tasks). Per parent row i
+// and tap t, the s x s children's K * grad_out are summed (rows by vectorised adds over the
+// output row, then the s columns of each parent), and that parent sum lands on input pixel
+// (i + ky - r, j + kx - r). kernels: dense (N, G*k*k, sH, sW) of type kernel_t.
+template <typename scalar_t, typename kernel_t>
 void grad_input_planes(const ReassembleShape& sh, const scalar_t* grad_out,
-                       const scalar_t* kernels, scalar_t* grad_x) {
+                       const kernel_t* kernels, scalar_t* grad_x) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t Wp = sh.W + 2 * sh.r;  // accumulator rows padded by r on both sides
   at::parallel_for(0, sh.N * sh.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(sh.H * Wp), prod(sh.sW), low(sh.W);
+    std::vector<acc_t> acc(sh.H * Wp), prod(sh.kk * sh.sW), gor(sh.sW);
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
       std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t io = 0; io < sh.sH; ++io) {
-        const int64_t i = io / sh.s;
-        const scalar_t* __restrict__ go = grad_out + nc * sh.oHW + io * sh.sW;
-        const scalar_t* krow = kernels + (n * sh.G + g) * sh.kk * sh.oHW + io * sh.sW;
+      const kernel_t* kplane = kernels + (n * sh.G + g) * sh.kk * sh.oHW;
+      for (int64_t i = 0; i < sh.H; ++i) {
+        std::fill(prod.begin(), prod.end(), acc_t(0));
+        for (int64_t dy = 0; dy < sh.s; ++dy) {
+          const int64_t io = i * sh.s + dy;
+          const scalar_t* go = grad_out + nc * sh.oHW + io * sh.sW;
+          acc_t* __restrict__ gr = gor.data();
+          for (int64_t jo = 0; jo < sh.sW; ++jo) gr[jo] = static_cast<acc_t>(go[jo]);
+          for (int64_t t = 0; t < sh.kk; ++t) {
+            const kernel_t* __restrict__ kr = kplane + t * sh.oHW + io * sh.sW;
+            acc_t* __restrict__ pr = prod.data() + t * sh.sW;
+            for (int64_t jo = 0; jo < sh.sW; ++jo) pr[jo] += static_cast<acc_t>(kr[jo]) * gr[jo];
+          }
+        }
         for (int64_t ky = 0; ky < sh.k; ++ky) {
           const int64_t iy = i + ky - sh.r;
           if (iy < 0 || iy >= sh.H) continue;
           acc_t* __restrict__ arow = acc.data() + iy * Wp;
           for (int64_t kx = 0; kx < sh.k; ++kx) {
-            const scalar_t* __restrict__ kr = krow + (ky * sh.k + kx) * sh.oHW;
-            acc_t* __restrict__ pr = prod.data();
-            acc_t* __restrict__ lo = low.data();
-            for (int64_t jo = 0; jo < sh.sW; ++jo)
-              pr[jo] = static_cast<acc_t>(kr[jo]) * static_cast<acc_t>(go[jo]);
+            const acc_t* __restrict__ pr = prod.data() + (ky * sh.k + kx) * sh.sW;
+            // parent column j feeds input column j + kx - r, i.e. padded column j + kx
             for (int64_t j = 0; j < sh.W; ++j) {
               acc_t v = 0;
               for (int64_t dx = 0; dx < sh.s; ++dx) v += pr[j * sh.s + dx];
-              lo[j] = v;
+              arow[j + kx] += v;
             }
-            // parent column j feeds input column j + kx - r, i.e. padded column j + kx
-            for (int64_t j = 0; j < sh.W; ++j) arow[j + kx] += lo[j];
           }
         }
       }
@@ -162,7 +209,7 @@ at::Tensor reassemble_cpu(const at::Tensor& x_in, const at::Tensor& kernels_in, 
   const at::Tensor x = x_in.contiguous(), kernels = kernels_in.contiguous();
   at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "reassemble", [&] {
-    forward_rows(sh, x.data_ptr<scalar_t>(), kernels.data_ptr<scalar_t>(),
+    forward_rows(sh, x.data_ptr<scalar_t>(), DenseRows<scalar_t>{kernels.data_ptr<scalar_t>()},
                  out.data_ptr<scalar_t>());
   });
   return out;
@@ -187,17 +234,68 @@ std::tuple<at::Tensor, at::Tensor> reassemble_backward_cpu(
   return {grad_x, grad_kernels};
 }
 
-at::Tensor guided_reassemble_cpu(const at::Tensor& x, const at::Tensor& kernel_space,
-                                 const at::Tensor& offsets, int64_t k, int64_t groups,
+at::Tensor guided_reassemble_cpu(const at::Tensor& x_in, const at::Tensor& kernel_space_in,
+                                 const at::Tensor& offsets_in, int64_t k, int64_t groups,
                                  int64_t scale_factor) {
-  return guided_reassemble_impl<CpuDriver>(x, kernel_space, offsets, k, groups, scale_factor);
+  const ReassembleShape sh =
+      check_reassemble(x_in, kernel_space_in, k, groups, scale_factor, "kernel_space", true);
+  check_offsets(offsets_in, x_in, sh);
+  const at::Tensor x = x_in.contiguous(), kernel_space = kernel_space_in.contiguous();
+  const at::Tensor offsets = offsets_in.contiguous();
+  at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "guided_reassemble", [&] {
+        const SampledRows<scalar_t> rows{
+            {kernel_space.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>()}};
+        forward_rows(sh, x.data_ptr<scalar_t>(), rows, out.data_ptr<scalar_t>());
+      });
+  return out;
 }
 
+// The CPU backward holds the sampled kernels (N, G*k*k, sH, sW) in opmath precision (G*k*k/C of
+// grad_out's size), sampled once, so grad_x is the dense reassemble's input gradient; the kernel
+// gradients (same size) then go through the bilinear sampling to offsets and kernel_space.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& kernel_space,
-    const at::Tensor& offsets, int64_t k, int64_t groups, int64_t scale_factor) {
-  return guided_reassemble_backward_impl<CpuDriver>(grad_out, x, kernel_space, offsets, k, groups,
-                                                    scale_factor);
+    const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& kernel_space_in,
+    const at::Tensor& offsets_in, int64_t k, int64_t groups, int64_t scale_factor) {
+  const ReassembleShape sh =
+      check_reassemble(x_in, kernel_space_in, k, groups, scale_factor, "kernel_space", true);
+  check_offsets(offsets_in, x_in, sh);
+  check_grad_out(grad_out_in, x_in, sh.C, sh.sH, sh.sW);
+  const at::Tensor x = x_in.contiguous(), kernel_space = kernel_space_in.contiguous();
+  const at::Tensor offsets = offsets_in.contiguous(), grad_out = grad_out_in.contiguous();
+  at::Tensor grad_x = at::empty_like(x), grad_offsets = at::empty_like(offsets);
+  const auto acc_dtype = at::toOpMathType(x.scalar_type());
+  at::Tensor grad_ks_acc = at::zeros(kernel_space.sizes(), x.options().dtype(acc_dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "guided_reassemble_backward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const SampledRows<scalar_t> rows{
+            {kernel_space.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>()}};
+        {
+          at::Tensor sampled =
+              at::empty({sh.N, sh.G * sh.kk, sh.sH, sh.sW}, x.options().dtype(acc_dtype));
+          acc_t* sp = sampled.data_ptr<acc_t>();
+          at::parallel_for(0, sh.N * sh.G * sh.sH, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t row = begin; row < end; ++row) {
+              const int64_t io = row % sh.sH, ng = row / sh.sH;
+              rows.sample(sh, ng, io, sp + ng * sh.kk * sh.oHW + io * sh.sW, sh.oHW);
+            }
+          });
+          grad_input_planes(sh, grad_out.data_ptr<scalar_t>(), static_cast<const acc_t*>(sp),
+                            grad_x.data_ptr<scalar_t>());
+        }  // sampled kernels freed before the kernel gradients are allocated
+        const at::Tensor kernel_grads = reassemble_kernel_grads_cpu(sh, x, grad_out);
+        const acc_t* kg = kernel_grads.data_ptr<acc_t>();
+        cpu_for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
+            sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), rows.kernels,
+            grad_offsets.data_ptr<scalar_t>(), kg});
+        cpu_for_each_slice(sh.N * sh.G * sh.kk, sh.oHW,
+                           GuidedScatterKernelSpace<scalar_t, PlainAdd>{
+                               sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+                               rows.kernels, grad_ks_acc.data_ptr<acc_t>(), kg});
+      });
+  return {grad_x, grad_ks_acc.to(x.scalar_type()), grad_offsets};
 }
 
 }  // namespace dlu_mm
