@@ -8,7 +8,7 @@ pytest.importorskip('mmdet.models', reason='needs mmdet (and mmcv with its ops)'
 from mmdet.models.necks import FPN  # noqa: E402
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead  # noqa: E402
 
-from dlu_mm.det import UpsampleFCNMaskHead, UpsampleFPN, crop_or_resize  # noqa: E402
+from dlu_mm.det import UpsampleFCNMaskHead, UpsampleFPN  # noqa: E402
 from dlu_mm.upsamplers import UPSAMPLERS  # noqa: E402
 
 IN_CHANNELS = [8, 16, 24, 32]
@@ -63,14 +63,6 @@ def test_untyped_is_mmdet_fpn(kwargs):
     assert len(got) == len(expected) == kwargs['num_outs']
     for e, g in zip(expected, got):
         assert torch.equal(e, g)
-
-
-def test_crop_or_resize():
-    x = torch.arange(2 * 3 * 6 * 8, dtype=torch.float32).reshape(2, 3, 6, 8)
-    assert crop_or_resize(x, (6, 8)) is x
-    assert torch.equal(crop_or_resize(x, (5, 7)), x[:, :, :5, :7])
-    expected = F.interpolate(x, size=(7, 8), mode='bilinear', align_corners=False)
-    assert torch.equal(crop_or_resize(x, (7, 8)), expected)
 
 
 def test_carafe_style_nearest_by_hand():

@@ -7,7 +7,7 @@ pytest.importorskip('mmseg')
 
 from mmseg.models.decode_heads import UPerHead  # noqa: E402
 
-from dlu_mm.seg import UpsampleUPerHead, fit_to_size, guide_for  # noqa: E402
+from dlu_mm.seg import UpsampleUPerHead  # noqa: E402
 
 IN_CHANNELS = [8, 16, 24, 32]
 CHANNELS = 16
@@ -197,19 +197,6 @@ def test_init_weights_reapplies_each_upsampler_init(monkeypatch):
     assert sorted(called) == sorted(id(m) for m in head.upsamplers())
     # and the classifier got UPerHead's own normal(std=0.01) init, not something else
     assert head.conv_seg.weight.std().item() < 0.05
-
-
-def test_fit_to_size_and_guide_for():
-    x = torch.arange(2 * 3 * 6 * 8, dtype=torch.float32).reshape(2, 3, 6, 8)
-    assert fit_to_size(x, (6, 8)) is x
-    assert torch.equal(fit_to_size(x, (5, 7)), x[..., :5, :7])  # top-left crop
-    assert torch.equal(fit_to_size(x, (7, 8)),  # too small in one dim -> resize
-                       F.interpolate(x, size=(7, 8), mode='bilinear', align_corners=False))
-    low = torch.zeros(2, 3, 3, 4)
-    assert guide_for(low, x) is x
-    target = torch.randn(2, 3, 5, 7)
-    assert torch.equal(guide_for(low, target),
-                       F.interpolate(target, size=(6, 8), mode='bilinear', align_corners=False))
 
 
 def test_bad_configs_raise_clear_errors():

@@ -6,6 +6,6 @@ Configs load it with ``custom_imports = dict(imports=['dlu_mm.det'], allow_faile
 """
 from .. import upsamplers  # noqa: F401  (registers the upsamplers)
 from .mask_head import UpsampleFCNMaskHead
-from .upsample_fpn import UpsampleFPN, crop_or_resize
+from .upsample_fpn import UpsampleFPN
 
-__all__ = ['UpsampleFPN', 'UpsampleFCNMaskHead', 'crop_or_resize']
+__all__ = ['UpsampleFPN', 'UpsampleFCNMaskHead']

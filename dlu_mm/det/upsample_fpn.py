@@ -20,21 +20,7 @@ from mmdet.models.necks import FPN
 from mmdet.registry import MODELS
 
 from ..upsamplers import build_upsampler, is_guided
-
-
-def crop_or_resize(x, size):
-    """Fit ``x`` (N, C, h, w) to ``size`` (H, W).
-
-    Crops the bottom/right when x is at least as large in both dims (2x of a map whose finer
-    level had an odd size is one pixel too big; cropping keeps pixel alignment with the lateral),
-    otherwise resizes bilinearly.
-    """
-    height, width = size
-    if tuple(x.shape[-2:]) == (height, width):
-        return x
-    if x.shape[-2] >= height and x.shape[-1] >= width:
-        return x[..., :height, :width]
-    return F.interpolate(x, size=(height, width), mode='bilinear', align_corners=False)
+from ..upsamplers.steps import crop_or_resize, upsample_to
 
 
 @MODELS.register_module()
@@ -114,17 +100,8 @@ class UpsampleFPN(FPN):
                 upsampled = F.interpolate(coarse, **self.upsample_cfg)
             else:
                 return F.interpolate(coarse, size=fine.shape[2:], **self.upsample_cfg)
-        else:
-            upsampler = self.upsamplers[step]
-            if is_guided(upsampler):
-                # guided upsamplers need the guide at exactly 2x the coarse map
-                target = (2 * coarse.shape[-2], 2 * coarse.shape[-1])
-                guide = fine if tuple(fine.shape[-2:]) == target else F.interpolate(
-                    fine, size=target, mode='bilinear', align_corners=False)
-                upsampled = upsampler(coarse, guide)  # (N, C, 2h, 2w)
-            else:
-                upsampled = upsampler(coarse)  # (N, C, 2h, 2w)
-        return crop_or_resize(upsampled, fine.shape[-2:])
+            return crop_or_resize(upsampled, fine.shape[-2:])
+        return upsample_to(self.upsamplers[step], coarse, fine)
 
     def forward(self, inputs):
         if self.upsamplers is None and not self.carafe_style:

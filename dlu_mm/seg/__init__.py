@@ -4,6 +4,6 @@ Importing this package (``custom_imports=dict(imports=['dlu_mm.seg'])`` in a con
 imports :mod:`dlu_mm.upsamplers`, so every upsampler type is registered before a model is built.
 """
 from .. import upsamplers  # noqa: F401  (registers the upsampler types)
-from .uper_head import UpsampleUPerHead, fit_to_size, guide_for
+from .uper_head import UpsampleUPerHead
 
-__all__ = ['UpsampleUPerHead', 'fit_to_size', 'guide_for']
+__all__ = ['UpsampleUPerHead']

@@ -25,30 +25,9 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
 from ..upsamplers import build_upsampler, is_guided
+from ..upsamplers.steps import upsample_to
 
 STEP_SCALE = 2  # every UPerNet level is 2x the next coarser one
-
-
-def fit_to_size(x, size):
-    """Crop ``x`` (N, C, h, w) to ``size`` (H, W) when it is at least that large, else resize.
-
-    A 2x step from a ceil-divided level overshoots odd sizes by one pixel (e.g. 9 -> 18 for a
-    17-pixel lateral): the top-left crop keeps the upsampler's sub-pixel alignment intact.
-    """
-    size = tuple(int(v) for v in size)
-    if tuple(x.shape[-2:]) == size:
-        return x
-    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
-        return x[..., :size[0], :size[1]]
-    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
-
-
-def guide_for(x, target, scale=STEP_SCALE):
-    """``target`` as the guide of a ``scale``-x step from ``x``: exactly scale x x's (H, W)."""
-    size = (x.shape[-2] * scale, x.shape[-1] * scale)
-    if tuple(target.shape[-2:]) == size:
-        return target
-    return F.interpolate(target, size=size, mode='bilinear', align_corners=False)
 
 
 @MODELS.register_module()
@@ -135,8 +114,7 @@ class UpsampleUPerHead(UPerHead):
         """Bring ``x`` to ``target``'s (H, W): one 2x upsampler step, or a plain resize."""
         if upsampler is None:
             return resize(x, size=target.shape[2:], **self.interp_cfg)
-        guide = guide_for(x, target) if is_guided(upsampler) else None
-        return fit_to_size(upsampler(x, guide), target.shape[2:])  # (N, C, sh, sw) -> target's
+        return upsample_to(upsampler, x, target)  # (N, C, sh, sw) -> target's
 
     def _forward_feature(self, inputs):
         """Same as ``UPerHead._forward_feature`` with the resizes routed through ``_step``."""

@@ -14,6 +14,11 @@ from ..utils import check_4d, check_int, check_same_device_dtype, check_spatial_
 class BaseUpsampler(BaseModule):
     requires_guide = False
 
+    @classmethod
+    def cfg_requires_guide(cls, **kwargs):
+        """Whether a module built with these constructor kwargs needs a guide (for configs)."""
+        return cls.requires_guide
+
     def __init__(self, channels, scale_factor=2, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.channels = check_int('channels', channels, 1)

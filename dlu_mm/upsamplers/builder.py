@@ -192,5 +192,6 @@ def is_guided(cfg_or_module):
     if isinstance(cfg_or_module, dict):
         if 'type' not in cfg_or_module:
             return False
-        cfg_or_module = cfg_or_module['type']
+        kwargs = {k: v for k, v in cfg_or_module.items() if k != 'type'}
+        return bool(_resolve_type(cfg_or_module['type']).cfg_requires_guide(**kwargs))
     return bool(_resolve_type(cfg_or_module).requires_guide)

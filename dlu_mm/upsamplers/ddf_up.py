@@ -91,6 +91,10 @@ class DDFUp(BaseUpsampler):
     def guide_channels(self):
         return self.joint_channels
 
+    @classmethod
+    def cfg_requires_guide(cls, joint_channels=-1, **kwargs):
+        return isinstance(joint_channels, int) and joint_channels > 0
+
     @property
     def guide_scale_factor(self):
         # joint mode: the guide has x's own resolution
