@@ -1,5 +1,9 @@
 """Benchmark the compiled dlu_mm ops against their pure-PyTorch references (and mmcv's CARAFE).
 
+For reassemble there is a third baseline, 'unfold': the naive CARAFE-by-unfold form most public
+PyTorch ports use (unfold X with padding -> repeat nearest by s -> weight -> sum), which holds
+k*k copies of the output. Our reference is a smarter einsum, so the table gives both ratios.
+
 For each op, dtype, device and FPN shape (N=2, C=256, the P5..P2 maps of an 800x1216 image,
 upsampled x2) it measures the forward and forward+backward time (median of repeats) and peak
 memory, and prints a markdown table.
@@ -24,6 +28,7 @@ import time
 
 import torch
 
+IMPL_LABELS = {'unfold': 'unfold (naive CARAFE)'}
 OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention')
 FPN_SHAPES = ('25x38', '50x76', '100x152', '200x304')  # P5..P2 of 800x1216
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16,
@@ -56,7 +61,20 @@ def make_inputs(op, n, c, h, w, dtype, device):
     return tensors, [randn(1, LDA_POINTS, LDA_D, scale=0.02), 1, LDA_GROUPS]
 
 
+def reassemble_unfold(x, kernels, k, groups=1, scale_factor=2):
+    """Naive CARAFE by unfold: materialises the (N, C, k*k, sH, sW) neighbourhood tensor."""
+    n, c, h, w = x.shape
+    s = scale_factor
+    cols = torch.nn.functional.unfold(x, k, padding=(k - 1) // 2)  # (N, C*k*k, H*W)
+    cols = cols.view(n, c * k * k, h, w).repeat_interleave(s, 2).repeat_interleave(s, 3)
+    cols = cols.view(n, groups, c // groups, k * k, h * s, w * s)
+    weights = kernels.view(n, groups, 1, k * k, h * s, w * s)
+    return (cols * weights).sum(3).view(n, c, h * s, w * s)
+
+
 def implementation(op, impl):
+    if impl == 'unfold':  # reassemble only
+        return reassemble_unfold
     if impl == 'native':
         from dlu_mm.ops import _native
         return getattr(_native, op)
@@ -163,8 +181,9 @@ def main():
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--channels', type=int, default=256)
     parser.add_argument('--repeats', type=int, default=None)
-    parser.add_argument('--impls', nargs='+', default=['native', 'reference'],
-                        choices=['native', 'reference'])
+    parser.add_argument('--impls', nargs='+', default=['native', 'reference', 'unfold'],
+                        choices=['native', 'reference', 'unfold'],
+                        help="'unfold' (naive CARAFE by unfold) runs for reassemble only")
     parser.add_argument('--quick', action='store_true', help='P5 and P4 only, 3 repeats')
     parser.add_argument('--timeout', type=int, default=600, help='seconds per measurement')
     parser.add_argument('--child', help=argparse.SUPPRESS)
@@ -185,7 +204,8 @@ def main():
 
     rows = []
     for op in args.ops:
-        impls = list(args.impls) + (['mmcv'] if with_mmcv and op == 'reassemble' else [])
+        impls = [i for i in args.impls if i != 'unfold' or op == 'reassemble']
+        impls += ['mmcv'] if with_mmcv and op == 'reassemble' else []
         for dtype in dtypes:
             for shape in shapes:
                 results = {}
@@ -199,17 +219,22 @@ def main():
                               file=sys.stderr, flush=True)
                 for impl in impls:
                     fwd, both = results[impl, 'fwd'], results[impl, 'fwd+bwd']
-                    ref = results.get(('reference', 'fwd+bwd'), {'error': ''})
-                    speedup = mem_ratio = '-'
-                    if impl != 'reference' and 'error' not in ref and 'error' not in both:
-                        speedup = f'{ref["ms"] / both["ms"]:.1f}x'
-                        mem_ratio = f'{ref["peak_mb"] / max(both["peak_mb"], 0.1):.1f}x'
+                    ratios = []
+                    for base in ('reference', 'unfold'):
+                        ref = results.get((base, 'fwd+bwd'), {'error': ''})
+                        if impl in ('reference', base) or 'error' in ref or 'error' in both:
+                            ratios += ['-', '-']
+                        else:
+                            ratios += [f'{ref["ms"] / both["ms"]:.1f}x',
+                                       f'{ref["peak_mb"] / max(both["peak_mb"], 0.1):.1f}x']
                     rows.append([op, f'({args.batch},{args.channels},{shape.replace("x", ",")}) x2',
-                                 dtype, args.device, impl, fmt(fwd, 'ms'), fmt(both, 'ms'),
-                                 fmt(fwd, 'peak_mb'), fmt(both, 'peak_mb'), speedup, mem_ratio])
+                                 dtype, args.device, IMPL_LABELS.get(impl, impl), fmt(fwd, 'ms'),
+                                 fmt(both, 'ms'), fmt(fwd, 'peak_mb'), fmt(both, 'peak_mb'),
+                                 *ratios])
     header = ['op', 'input (N,C,H,W)', 'dtype', 'device', 'impl', 'fwd ms', 'fwd+bwd ms',
               'fwd peak MB', 'fwd+bwd peak MB', 'fwd+bwd speed-up vs ref',
-              'fwd+bwd memory ref/this']
+              'fwd+bwd memory ref/this', 'fwd+bwd speed-up vs unfold',
+              'fwd+bwd memory unfold/this']
     print(f'\ntorch {torch.__version__}, threads {torch.get_num_threads()}, '
           f'repeats {repeats} (median)'
           + (f', {torch.cuda.get_device_name()}' if args.device == 'cuda' else ''))
