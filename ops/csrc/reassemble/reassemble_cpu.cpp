@@ -96,53 +96,46 @@ void forward_rows(const ReassembleShape& sh, const scalar_t* x, const Rows& rows
   });
 }
 
-// grad_x, one (n, c) plane per task (deterministic, no races between tasks). Per parent row i
-// and tap t, the s x s children's K * grad_out are summed (rows by vectorised adds over the
-// output row, then the s columns of each parent), and that parent sum lands on input pixel
-// (i + ky - r, j + kx - r). kernels: dense (N, G*k*k, sH, sW) of type kernel_t.
+// grad_x, one (n, c) plane per task (deterministic, no races between tasks). Accumulates at
+// full column resolution: output pixel (i', j') of tap (ky, kx) adds K * grad_out to row
+// i'/s + ky - r, column j' + kx*s of a zero-padded (H, sW + 2rs) buffer (a contiguous,
+// vectorisable row update, the transpose of the forward's), and the s columns of each input
+// pixel are summed once at the end. kernels: dense (N, G*k*k, sH, sW) of type kernel_t.
 template <typename scalar_t, typename kernel_t>
 void grad_input_planes(const ReassembleShape& sh, const scalar_t* grad_out,
                        const kernel_t* kernels, scalar_t* grad_x) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t Wp = sh.W + 2 * sh.r;  // accumulator rows padded by r on both sides
+  const int64_t Wu = sh.sW + 2 * sh.r * sh.s;  // upsampled-padded row, as upsample_row's
   at::parallel_for(0, sh.N * sh.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(sh.H * Wp), prod(sh.kk * sh.sW), gor(sh.sW);
+    std::vector<acc_t> acc(sh.H * Wu), gor(sh.sW);
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
       std::fill(acc.begin(), acc.end(), acc_t(0));
       const kernel_t* kplane = kernels + (n * sh.G + g) * sh.kk * sh.oHW;
-      for (int64_t i = 0; i < sh.H; ++i) {
-        std::fill(prod.begin(), prod.end(), acc_t(0));
-        for (int64_t dy = 0; dy < sh.s; ++dy) {
-          const int64_t io = i * sh.s + dy;
-          const scalar_t* go = grad_out + nc * sh.oHW + io * sh.sW;
-          acc_t* __restrict__ gr = gor.data();
-          for (int64_t jo = 0; jo < sh.sW; ++jo) gr[jo] = static_cast<acc_t>(go[jo]);
-          for (int64_t t = 0; t < sh.kk; ++t) {
-            const kernel_t* __restrict__ kr = kplane + t * sh.oHW + io * sh.sW;
-            acc_t* __restrict__ pr = prod.data() + t * sh.sW;
-            for (int64_t jo = 0; jo < sh.sW; ++jo) pr[jo] += static_cast<acc_t>(kr[jo]) * gr[jo];
-          }
-        }
+      for (int64_t io = 0; io < sh.sH; ++io) {
+        const int64_t i = io / sh.s;
+        const scalar_t* go = grad_out + nc * sh.oHW + io * sh.sW;
+        acc_t* __restrict__ gr = gor.data();
+        for (int64_t jo = 0; jo < sh.sW; ++jo) gr[jo] = static_cast<acc_t>(go[jo]);
         for (int64_t ky = 0; ky < sh.k; ++ky) {
           const int64_t iy = i + ky - sh.r;
           if (iy < 0 || iy >= sh.H) continue;
-          acc_t* __restrict__ arow = acc.data() + iy * Wp;
           for (int64_t kx = 0; kx < sh.k; ++kx) {
-            const acc_t* __restrict__ pr = prod.data() + (ky * sh.k + kx) * sh.sW;
-            // parent column j feeds input column j + kx - r, i.e. padded column j + kx
-            for (int64_t j = 0; j < sh.W; ++j) {
-              acc_t v = 0;
-              for (int64_t dx = 0; dx < sh.s; ++dx) v += pr[j * sh.s + dx];
-              arow[j + kx] += v;
-            }
+            const kernel_t* __restrict__ kr = kplane + (ky * sh.k + kx) * sh.oHW + io * sh.sW;
+            acc_t* __restrict__ ar = acc.data() + iy * Wu + kx * sh.s;
+            for (int64_t jo = 0; jo < sh.sW; ++jo) ar[jo] += static_cast<acc_t>(kr[jo]) * gr[jo];
           }
         }
       }
       scalar_t* gx = grad_x + nc * sh.HW;
-      for (int64_t iy = 0; iy < sh.H; ++iy)
-        for (int64_t ix = 0; ix < sh.W; ++ix)
-          gx[iy * sh.W + ix] = static_cast<scalar_t>(acc[iy * Wp + ix + sh.r]);
+      for (int64_t iy = 0; iy < sh.H; ++iy) {
+        const acc_t* ar = acc.data() + iy * Wu + sh.r * sh.s;
+        for (int64_t ix = 0; ix < sh.W; ++ix) {
+          acc_t v = 0;
+          for (int64_t dx = 0; dx < sh.s; ++dx) v += ar[ix * sh.s + dx];
+          gx[iy * sh.W + ix] = static_cast<scalar_t>(v);
+        }
+      }
     }
   });
 }
