@@ -70,8 +70,10 @@ def test_bad_arguments(tmp_path):
 
 def test_mmseg_ade20k_dataset_reads_it_with_reduce_zero_label(tmp_path):
     pytest.importorskip('mmseg')
+    from mmengine.registry import init_default_scope
     from mmseg.datasets import ADE20KDataset
 
+    init_default_scope('mmseg')  # the pipeline's transform names are mmseg's
     generate(str(tmp_path), num_train=2, num_val=2, num_classes=6, seed=1)
     dataset = ADE20KDataset(
         data_root=str(tmp_path), metainfo=dict(classes=class_names(6)),
