@@ -111,7 +111,8 @@ EOF
 
 run_tests() {
   local rc=0
-  "$VENV/bin/python" -m pytest ${PYTEST_ARGS:-} tests || rc=$?
+  # a hung test fails the run instead of eating the CI budget
+  "$VENV/bin/python" -m pytest --timeout=900 ${PYTEST_ARGS:-} tests || rc=$?
   if [ "$rc" = 5 ]; then
     echo "pytest collected no tests (exit 5): treating this as a failure" >&2
     return 1
