@@ -64,33 +64,43 @@ struct SampledRows {
   }
 };
 
+// Forward, one (n, g, parent row i) per task: its s output rows share the k upsampled input
+// rows of each channel, so each is upsampled once per channel and reused s times.
 template <typename scalar_t, typename Rows>
 void forward_rows(const ReassembleShape& sh, const scalar_t* x, const Rows& rows,
                   scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
   using kernel_t = typename Rows::kernel_t;
-  at::parallel_for(0, sh.N * sh.G * sh.sH, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(sh.sW), xu(sh.sW + 2 * sh.r * sh.s, acc_t(0)), kbuf(sh.kk * sh.sW);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t io = row % sh.sH, ng = row / sh.sH, g = ng % sh.G, n = ng / sh.G;
-      const int64_t i = io / sh.s;
+  const int64_t Wu = sh.sW + 2 * sh.r * sh.s;
+  at::parallel_for(0, sh.N * sh.G * sh.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(sh.sW), xu(sh.k * Wu, acc_t(0)), kbuf(sh.s * sh.kk * sh.sW);
+    std::vector<const kernel_t*> krows(sh.s);
+    for (int64_t prow = begin; prow < end; ++prow) {
+      const int64_t i = prow % sh.H, ng = prow / sh.H, g = ng % sh.G, n = ng / sh.G;
+      // taps ky in [ky0, ky1) read rows inside the image
+      const int64_t ky0 = dlu_max<int64_t>(sh.r - i, 0);
+      const int64_t ky1 = dlu_min<int64_t>(sh.k, sh.H - i + sh.r);
       int64_t kstride = 0;
-      const kernel_t* krow = rows.row(sh, ng, io, kbuf.data(), kstride);
+      for (int64_t dy = 0; dy < sh.s; ++dy)
+        krows[dy] = rows.row(sh, ng, i * sh.s + dy, kbuf.data() + dy * sh.kk * sh.sW, kstride);
       for (int64_t c = g * sh.Cg; c < (g + 1) * sh.Cg; ++c) {
-        acc_t* __restrict__ a = acc.data();
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        for (int64_t ky = 0; ky < sh.k; ++ky) {
-          const int64_t iy = i + ky - sh.r;
-          if (iy < 0 || iy >= sh.H) continue;
-          upsample_row(sh, x + (n * sh.C + c) * sh.HW + iy * sh.W, xu.data());
-          for (int64_t kx = 0; kx < sh.k; ++kx) {
-            const kernel_t* __restrict__ kr = krow + (ky * sh.k + kx) * kstride;
-            const acc_t* __restrict__ xs = xu.data() + kx * sh.s;
-            for (int64_t jo = 0; jo < sh.sW; ++jo) a[jo] += static_cast<acc_t>(kr[jo]) * xs[jo];
+        const scalar_t* xp = x + (n * sh.C + c) * sh.HW;
+        for (int64_t ky = ky0; ky < ky1; ++ky)
+          upsample_row(sh, xp + (i + ky - sh.r) * sh.W, xu.data() + ky * Wu);
+        for (int64_t dy = 0; dy < sh.s; ++dy) {
+          acc_t* __restrict__ a = acc.data();
+          std::fill(acc.begin(), acc.end(), acc_t(0));
+          for (int64_t ky = ky0; ky < ky1; ++ky) {
+            for (int64_t kx = 0; kx < sh.k; ++kx) {
+              const kernel_t* __restrict__ kr = krows[dy] + (ky * sh.k + kx) * kstride;
+              const acc_t* __restrict__ xs = xu.data() + ky * Wu + kx * sh.s;
+              for (int64_t jo = 0; jo < sh.sW; ++jo)
+                a[jo] += static_cast<acc_t>(kr[jo]) * xs[jo];
+            }
           }
+          scalar_t* orow = out + ((n * sh.C + c) * sh.sH + i * sh.s + dy) * sh.sW;
+          for (int64_t jo = 0; jo < sh.sW; ++jo) orow[jo] = static_cast<scalar_t>(a[jo]);
         }
-        scalar_t* orow = out + ((n * sh.C + c) * sh.sH + io) * sh.sW;
-        for (int64_t jo = 0; jo < sh.sW; ++jo) orow[jo] = static_cast<scalar_t>(a[jo]);
       }
     }
   });
@@ -140,36 +150,43 @@ void grad_input_planes(const ReassembleShape& sh, const scalar_t* grad_out,
   });
 }
 
-// grad_kernels, one (n, g, output row) per task: sums grad_out * X over the group's channels.
+// grad_kernels, one (n, g, parent row i) per task: sums grad_out * X over the group's channels
+// for its s output rows, which share each channel's k upsampled input rows.
 template <typename scalar_t, typename out_t>
 void grad_kernel_rows(const ReassembleShape& sh, const scalar_t* x, const scalar_t* grad_out,
                       out_t* grad_kernels) {
   using acc_t = at::opmath_type<scalar_t>;
-  at::parallel_for(0, sh.N * sh.G * sh.sH, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(sh.kk * sh.sW), xu(sh.sW + 2 * sh.r * sh.s, acc_t(0)), gor(sh.sW);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t io = row % sh.sH, ng = row / sh.sH, g = ng % sh.G, n = ng / sh.G;
-      const int64_t i = io / sh.s;
+  const int64_t Wu = sh.sW + 2 * sh.r * sh.s;
+  at::parallel_for(0, sh.N * sh.G * sh.H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(sh.s * sh.kk * sh.sW), xu(sh.k * Wu, acc_t(0)), gor(sh.sW);
+    for (int64_t prow = begin; prow < end; ++prow) {
+      const int64_t i = prow % sh.H, ng = prow / sh.H, g = ng % sh.G, n = ng / sh.G;
+      const int64_t ky0 = dlu_max<int64_t>(sh.r - i, 0);
+      const int64_t ky1 = dlu_min<int64_t>(sh.k, sh.H - i + sh.r);
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t c = g * sh.Cg; c < (g + 1) * sh.Cg; ++c) {
-        const scalar_t* go = grad_out + (n * sh.C + c) * sh.oHW + io * sh.sW;
-        for (int64_t jo = 0; jo < sh.sW; ++jo) gor[jo] = static_cast<acc_t>(go[jo]);
-        for (int64_t ky = 0; ky < sh.k; ++ky) {
-          const int64_t iy = i + ky - sh.r;
-          if (iy < 0 || iy >= sh.H) continue;
-          upsample_row(sh, x + (n * sh.C + c) * sh.HW + iy * sh.W, xu.data());
-          for (int64_t kx = 0; kx < sh.k; ++kx) {
-            acc_t* __restrict__ a = acc.data() + (ky * sh.k + kx) * sh.sW;
-            const acc_t* __restrict__ xs = xu.data() + kx * sh.s;
-            const acc_t* __restrict__ gr = gor.data();
-            for (int64_t jo = 0; jo < sh.sW; ++jo) a[jo] += gr[jo] * xs[jo];
+        const scalar_t* xp = x + (n * sh.C + c) * sh.HW;
+        for (int64_t ky = ky0; ky < ky1; ++ky)
+          upsample_row(sh, xp + (i + ky - sh.r) * sh.W, xu.data() + ky * Wu);
+        for (int64_t dy = 0; dy < sh.s; ++dy) {
+          const scalar_t* go = grad_out + (n * sh.C + c) * sh.oHW + (i * sh.s + dy) * sh.sW;
+          acc_t* __restrict__ gr = gor.data();
+          for (int64_t jo = 0; jo < sh.sW; ++jo) gr[jo] = static_cast<acc_t>(go[jo]);
+          for (int64_t ky = ky0; ky < ky1; ++ky) {
+            for (int64_t kx = 0; kx < sh.k; ++kx) {
+              acc_t* __restrict__ a = acc.data() + (dy * sh.kk + ky * sh.k + kx) * sh.sW;
+              const acc_t* __restrict__ xs = xu.data() + ky * Wu + kx * sh.s;
+              for (int64_t jo = 0; jo < sh.sW; ++jo) a[jo] += gr[jo] * xs[jo];
+            }
           }
         }
       }
-      out_t* gk = grad_kernels + ng * sh.kk * sh.oHW + io * sh.sW;
-      for (int64_t t = 0; t < sh.kk; ++t)
-        for (int64_t jo = 0; jo < sh.sW; ++jo)
-          gk[t * sh.oHW + jo] = static_cast<out_t>(acc[t * sh.sW + jo]);
+      for (int64_t dy = 0; dy < sh.s; ++dy) {
+        out_t* gk = grad_kernels + ng * sh.kk * sh.oHW + (i * sh.s + dy) * sh.sW;
+        for (int64_t t = 0; t < sh.kk; ++t)
+          for (int64_t jo = 0; jo < sh.sW; ++jo)
+            gk[t * sh.oHW + jo] = static_cast<out_t>(acc[(dy * sh.kk + t) * sh.sW + jo]);
+      }
     }
   });
 }
