@@ -114,44 +114,57 @@ void forward_rows(const ReassembleShape& sh, const scalar_t* x, const Rows& rows
   });
 }
 
-// grad_x, one (n, c) plane per task (deterministic, no races between tasks). Accumulates at
-// full column resolution: output pixel (i', j') of tap (ky, kx) adds K * grad_out to row
-// i'/s + ky - r, column j' + kx*s of a zero-padded (H, sW + 2rs) buffer (a contiguous,
-// vectorisable row update, the transpose of the forward's), and the s columns of each input
-// pixel are summed once at the end. kernels: dense (N, G*k*k, sH, sW) of type kernel_t.
+// grad_x, one (n, block of channels of one group) per task (deterministic: each task owns its
+// planes, and every element sums in the same order whatever the blocking). Accumulates at full
+// column resolution: output pixel (i', j') of tap (ky, kx) adds K * grad_out to row
+// i'/s + ky - r, column j' + kx*s of a zero-padded (H, sW + 2rs) buffer per channel (a
+// contiguous, vectorisable row update, the transpose of the forward's), and the s columns of
+// each input pixel are summed once at the end. Output rows run outermost so one row of
+// kernels stays in cache for the whole channel block instead of being streamed per channel.
+// kernels: dense (N, G*k*k, sH, sW) of type kernel_t.
 template <typename scalar_t, typename kernel_t>
 void grad_input_planes(const ReassembleShape& sh, const scalar_t* grad_out,
                        const kernel_t* kernels, scalar_t* grad_x) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t Wu = sh.sW + 2 * sh.r * sh.s;  // upsampled-padded row, as upsample_row's
-  at::parallel_for(0, sh.N * sh.C, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(sh.H * Wu), gor(sh.sW);
-    for (int64_t nc = begin; nc < end; ++nc) {
-      const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      const kernel_t* kplane = kernels + (n * sh.G + g) * sh.kk * sh.oHW;
+  constexpr int64_t kBlock = 8;                  // channels per task
+  const int64_t Wu = sh.sW + 2 * sh.r * sh.s;    // upsampled-padded row, as upsample_row's
+  const int64_t blocks = (sh.Cg + kBlock - 1) / kBlock;  // per group
+  at::parallel_for(0, sh.N * sh.G * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(kBlock * sh.H * Wu), gor(sh.sW);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task % blocks, ng = task / blocks, g = ng % sh.G, n = ng / sh.G;
+      const int64_t c0 = g * sh.Cg + b * kBlock;
+      const int64_t nb = dlu_min<int64_t>(kBlock, (g + 1) * sh.Cg - c0);
+      std::fill(acc.begin(), acc.begin() + nb * sh.H * Wu, acc_t(0));
+      const kernel_t* kplane = kernels + ng * sh.kk * sh.oHW;
       for (int64_t io = 0; io < sh.sH; ++io) {
         const int64_t i = io / sh.s;
-        const scalar_t* go = grad_out + nc * sh.oHW + io * sh.sW;
-        acc_t* __restrict__ gr = gor.data();
-        for (int64_t jo = 0; jo < sh.sW; ++jo) gr[jo] = static_cast<acc_t>(go[jo]);
-        for (int64_t ky = 0; ky < sh.k; ++ky) {
-          const int64_t iy = i + ky - sh.r;
-          if (iy < 0 || iy >= sh.H) continue;
-          for (int64_t kx = 0; kx < sh.k; ++kx) {
-            const kernel_t* __restrict__ kr = kplane + (ky * sh.k + kx) * sh.oHW + io * sh.sW;
-            acc_t* __restrict__ ar = acc.data() + iy * Wu + kx * sh.s;
-            for (int64_t jo = 0; jo < sh.sW; ++jo) ar[jo] += static_cast<acc_t>(kr[jo]) * gr[jo];
+        for (int64_t cc = 0; cc < nb; ++cc) {
+          const scalar_t* go = grad_out + (n * sh.C + c0 + cc) * sh.oHW + io * sh.sW;
+          acc_t* __restrict__ gr = gor.data();
+          for (int64_t jo = 0; jo < sh.sW; ++jo) gr[jo] = static_cast<acc_t>(go[jo]);
+          acc_t* plane = acc.data() + cc * sh.H * Wu;
+          for (int64_t ky = 0; ky < sh.k; ++ky) {
+            const int64_t iy = i + ky - sh.r;
+            if (iy < 0 || iy >= sh.H) continue;
+            for (int64_t kx = 0; kx < sh.k; ++kx) {
+              const kernel_t* __restrict__ kr = kplane + (ky * sh.k + kx) * sh.oHW + io * sh.sW;
+              acc_t* __restrict__ ar = plane + iy * Wu + kx * sh.s;
+              for (int64_t jo = 0; jo < sh.sW; ++jo)
+                ar[jo] += static_cast<acc_t>(kr[jo]) * gr[jo];
+            }
           }
         }
       }
-      scalar_t* gx = grad_x + nc * sh.HW;
-      for (int64_t iy = 0; iy < sh.H; ++iy) {
-        const acc_t* ar = acc.data() + iy * Wu + sh.r * sh.s;
-        for (int64_t ix = 0; ix < sh.W; ++ix) {
-          acc_t v = 0;
-          for (int64_t dx = 0; dx < sh.s; ++dx) v += ar[ix * sh.s + dx];
-          gx[iy * sh.W + ix] = static_cast<scalar_t>(v);
+      for (int64_t cc = 0; cc < nb; ++cc) {
+        scalar_t* gx = grad_x + (n * sh.C + c0 + cc) * sh.HW;
+        for (int64_t iy = 0; iy < sh.H; ++iy) {
+          const acc_t* ar = acc.data() + (cc * sh.H + iy) * Wu + sh.r * sh.s;
+          for (int64_t ix = 0; ix < sh.W; ++ix) {
+            acc_t v = 0;
+            for (int64_t dx = 0; dx < sh.s; ++dx) v += ar[ix * sh.s + dx];
+            gx[iy * sh.W + ix] = static_cast<scalar_t>(v);
+          }
         }
       }
     }
