@@ -12,6 +12,8 @@ from dlu_mm.upsamplers import lda_aqu
 from dlu_mm.upsamplers.ddf_up import DDFUp
 from dlu_mm.upsamplers.dysample import DySample
 from dlu_mm.upsamplers.lda_aqu import LDAAQU
+import seeded
+from seeded import randn
 from test_ops_ddf_lda import ddf_loop, lda_loop
 
 pytestmark = pytest.mark.filterwarnings('ignore:dlu_mm. no compiled')
@@ -21,17 +23,8 @@ def num_params(module):
     return sum(p.numel() for p in module.parameters())
 
 
-def randn(*shape, seed=0, dtype=torch.float64):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
 def randomise(module, std=0.5, seed=0):
-    """Random parameters everywhere (so every path, offsets included, is live)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
-    return module
+    return seeded.randomise_(module, std, seed)
 
 
 @pytest.mark.parametrize('build,count', [

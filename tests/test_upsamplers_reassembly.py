@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import seeded
+from seeded import randn
 from test_ops_reassemble import loop_reassemble
 
 from dlu_mm.ops import reassemble
@@ -18,16 +20,7 @@ def n_params(module):
 
 
 def randomise_(module, std=0.3, seed=0):
-    """Non-trivial weights (the inits make kernels near-uniform and offsets zero)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std)
-    return module
-
-
-def randn(*shape, seed=0, dtype=torch.float64):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return seeded.randomise_(module, std, seed)
 
 
 def repeat(x, s):
