@@ -149,3 +149,20 @@ def test_mmcv_lower_case_names_untouched():
     assert MODELS.get('carafe') is CARAFEPack
     assert MODELS.get('nearest') is nn.Upsample
     assert MODELS.get('CARAFE') is ups.CARAFE
+
+
+def test_init_cfg_is_applied_after_the_operator_init_and_kept():
+    """An upsampler's own init_cfg (e.g. Pretrained / Constant) wins over its paper init, also
+    when a neck calls init_weights() again after its global xavier pass."""
+    up = build_upsampler(dict(type='DLU', compressed_channels=4,
+                              init_cfg=dict(type='Constant', val=0.25, bias=0.5,
+                                            layer='Conv2d')), 8, 2)
+    up.init_weights()
+    convs = [m for m in up.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(bool((m.weight == 0.25).all() and (m.bias == 0.5).all()) for m in convs)
+    up.init_weights()  # the neck's second call
+    assert all(bool((m.weight == 0.25).all()) for m in convs)
+    plain = build_upsampler(dict(type='DLU', compressed_channels=4), 8, 2)
+    nn.init.constant_(plain.guidance_offsets.weight, 1.0)
+    plain.init_weights()  # no init_cfg: the paper init on every call (zero offsets)
+    assert not plain.guidance_offsets.weight.any()

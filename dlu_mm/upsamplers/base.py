@@ -56,6 +56,19 @@ class BaseUpsampler(BaseModule):
         raise NotImplementedError
 
     def init_weights(self):
+        """Restore the operator's own init (:meth:`reset_parameters`), then apply ``init_cfg``.
+
+        Necks call this again after their global xavier pass; once an ``init_cfg`` (e.g.
+        ``Pretrained``) has been applied, later calls keep those weights.
+        """
+        if self.init_cfg and self._is_init:
+            return
+        self.reset_parameters()
+        if self.init_cfg:
+            super().init_weights()
+
+    def reset_parameters(self):
+        """The operator's own initialisation (the paper's), in place."""
         raise NotImplementedError
 
     def extra_repr(self):

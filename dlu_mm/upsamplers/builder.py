@@ -34,7 +34,7 @@ class NearestUpsample(BaseUpsampler):
     def upsample(self, x, guide=None):
         return F.interpolate(x, scale_factor=self.scale_factor, mode='nearest')
 
-    def init_weights(self):
+    def reset_parameters(self):
         pass
 
 
@@ -51,7 +51,7 @@ class BilinearUpsample(BaseUpsampler):
         return F.interpolate(x, scale_factor=self.scale_factor, mode='bilinear',
                              align_corners=self.align_corners)
 
-    def init_weights(self):
+    def reset_parameters(self):
         pass
 
     def extra_repr(self):
@@ -79,12 +79,12 @@ class DeconvUpsample(BaseUpsampler):
                              'use an odd upsample_kernel')
         self.deconv = nn.ConvTranspose2d(channels, channels, k, stride=s, padding=padding,
                                          output_padding=output_padding)
-        self.init_weights()
+        self.reset_parameters()
 
     def upsample(self, x, guide=None):
         return self.deconv(x)
 
-    def init_weights(self):
+    def reset_parameters(self):
         xavier_init_convs(self)
 
 
@@ -100,12 +100,12 @@ class PixelShuffleUpsample(BaseUpsampler):
         self.upsample_kernel = check_odd('upsample_kernel', upsample_kernel)
         s, k = self.scale_factor, self.upsample_kernel
         self.upsample_conv = nn.Conv2d(channels, channels * s * s, k, padding=(k - 1) // 2)
-        self.init_weights()
+        self.reset_parameters()
 
     def upsample(self, x, guide=None):
         return F.pixel_shuffle(self.upsample_conv(x), self.scale_factor)
 
-    def init_weights(self):
+    def reset_parameters(self):
         xavier_init_convs(self)
 
 

@@ -62,9 +62,9 @@ class CARAFE(KernelPredictionUpsampler):
         # output channel ((g*k + ky)*k + kx)*s*s + (dy*s + dx): pixel_shuffle puts tap (g, ky, kx)
         # of sub-pixel (dy, dx) at channel (g*k + ky)*k + kx of output pixel (s*i + dy, s*j + dx)
         self.encoder = self.encoder_conv(g * k * k * s * s)
-        self.init_weights()
+        self.reset_parameters()
 
-    def init_weights(self):
+    def reset_parameters(self):
         """xavier-uniform convs with zero bias, then encoder ~ N(0, 0.001): k x k box averages."""
         xavier_init_convs(self)
         nn.init.normal_(self.encoder.weight, std=0.001)

@@ -85,7 +85,7 @@ class DDFUp(BaseUpsampler):
         # each channel branch holds its FilterNorm scale (one per channel and tap)
         self.channel_branches = nn.ModuleList(
             DDFChannelBranch(c, k, hidden, self.gain) for _ in range(num_branches))
-        self.init_weights()
+        self.reset_parameters()
 
     @property
     def guide_channels(self):
@@ -100,7 +100,7 @@ class DDFUp(BaseUpsampler):
         # joint mode: the guide has x's own resolution
         return 1 if self.requires_guide else self.scale_factor
 
-    def init_weights(self):
+    def reset_parameters(self):
         """kaiming-normal convs with zero bias; channel FilterNorm scale ~ randn * gain / k."""
         init_ddf_module(self)
 

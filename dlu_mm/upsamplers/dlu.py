@@ -37,9 +37,9 @@ class DLU(KernelPredictionUpsampler):
         # channel (2g + c)*s*s + dy*s + dx, c = 0 for x, 1 for y: pixel_shuffle yields channel
         # 2g + c at output pixel (s*i + dy, s*j + dx), the layout guided_reassemble expects
         self.guidance_offsets = self.encoder_conv(2 * g * s * s)
-        self.init_weights()
+        self.reset_parameters()
 
-    def init_weights(self):
+    def reset_parameters(self):
         """xavier-uniform convs (zero bias); kernel space ~ N(0, 0.001); offsets exactly zero."""
         xavier_init_convs(self)
         nn.init.normal_(self.kernel_space_encoder.weight, std=0.001)

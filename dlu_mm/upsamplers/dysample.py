@@ -60,9 +60,9 @@ class DySample(BaseUpsampler):
         offset_channels = 2 * self.groups * self.scale_factor ** 2
         self.offset = nn.Conv2d(self.channels, offset_channels, 1)
         self.scope = nn.Conv2d(self.channels, offset_channels, 1, bias=False) if dyscope else None
-        self.init_weights()
+        self.reset_parameters()
 
-    def init_weights(self):
+    def reset_parameters(self):
         nn.init.normal_(self.offset.weight, std=0.001)
         nn.init.zeros_(self.offset.bias)
         if self.scope is not None:

@@ -53,9 +53,9 @@ class FADE(BaseUpsampler):
         self.compressor = nn.Conv2d(channels, cm, 1, bias=False)
         self.encoder = same_conv(cm, k * k, self.encoder_kernel)
         self.gate = nn.Conv2d(channels, 1, 1) if gate else None
-        self.init_weights()
+        self.reset_parameters()
 
-    def init_weights(self):
+    def reset_parameters(self):
         """xavier-uniform convs, zero biases."""
         xavier_init_convs(self)
 

@@ -78,9 +78,9 @@ class LDAAQU(BaseUpsampler):
         ky, kx = torch.meshgrid(torch.arange(self.k_u), torch.arange(self.k_u), indexing='ij')
         base = torch.stack((ky, kx), dim=-1).reshape(-1) - r
         self.register_buffer('base_offsets', base.float(), persistent=False)
-        self.init_weights()
+        self.reset_parameters()
 
-    def init_weights(self):
+    def reset_parameters(self):
         xavier_init_convs(self)
         for m in self.modules():
             if isinstance(m, nn.LayerNorm):

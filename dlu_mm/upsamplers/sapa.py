@@ -49,14 +49,14 @@ class SAPA(BaseUpsampler):
         self.norm_x = self._build_norm()
         self.q_proj = nn.Conv2d(channels, self.embedding_dim, 1, bias=qkv_bias)
         self.k_proj = nn.Conv2d(channels, self.embedding_dim, 1, bias=qkv_bias)
-        self.init_weights()
+        self.reset_parameters()
 
     def _build_norm(self):
         if self.norm == 'ln':
             return ChannelLayerNorm(self.channels)
         return nn.GroupNorm(GN_GROUPS, self.channels)
 
-    def init_weights(self):
+    def reset_parameters(self):
         for proj in (self.q_proj, self.k_proj):
             nn.init.trunc_normal_(proj.weight, std=0.02)
             if proj.bias is not None:
