@@ -18,6 +18,7 @@ refused with :class:`ConversionError` (a ValueError): DySample's non-zero ``scop
 
 Needs torch only (mmengine for the checkpoint allow-list of mmengine files).
 """
+import importlib
 import math
 import os
 import pickle
@@ -126,42 +127,54 @@ class Conversion:
 # --------------------------------------------------------------------------- loading
 
 def _restricted_globals():
-    """name -> object a checkpoint may reference when torch has no weights_only allow-list."""
-    allowed = {}
-    for entry in mmengine_safe_globals():
-        if isinstance(entry, tuple):  # (function, 'module.name') aliases
-            allowed[entry[1]] = entry[0]
-        else:
-            allowed[f'{entry.__module__}.{entry.__qualname__}'] = entry
-    import collections
+    """(aliases {'module.name': object}, allowed objects by id, modules they live in): what a
+    checkpoint may reference when torch has no weights_only allow-list."""
     import _codecs
-    torch_utils = torch._utils
-    for owner, names in ((torch_utils, ('_rebuild_tensor_v2', '_rebuild_parameter',
-                                        '_rebuild_parameter_with_state')),
+    import builtins
+    import collections
+    aliases, objects = {}, []
+    for entry in mmengine_safe_globals():
+        if isinstance(entry, tuple):  # (function, 'module.name'): e.g. the safe getattr
+            aliases[entry[1]] = entry[0]
+        else:
+            objects.append(entry)
+    for owner, names in ((torch._utils, ('_rebuild_tensor_v2', '_rebuild_parameter',
+                                         '_rebuild_parameter_with_state')),
                          (torch._tensor, ('_rebuild_from_type_v2',)),
                          (collections, ('OrderedDict',)), (_codecs, ('encode',)),
-                         (torch, ('Size', 'device', 'Tensor'))):
-        for name in names:
-            if hasattr(owner, name):
-                allowed[f'{owner.__name__}.{name}'] = getattr(owner, name)
-    for name in ('set', 'frozenset', 'complex', 'slice'):
-        allowed[f'builtins.{name}'] = allowed[f'__builtin__.{name}'] = getattr(
-            __import__('builtins'), name)
-    for name in dir(torch):
-        if isinstance(getattr(torch, name, None), torch.dtype):
-            allowed[f'torch.{name}'] = getattr(torch, name)
-    return allowed
+                         (torch, ('Size', 'device', 'Tensor')),
+                         (builtins, ('set', 'frozenset', 'complex', 'slice'))):
+        objects += [getattr(owner, name) for name in names if hasattr(owner, name)]
+    objects += [v for v in vars(torch).values() if isinstance(v, torch.dtype)]
+    for name in ('set', 'frozenset', 'complex', 'slice'):  # protocol 2 names builtins so
+        aliases[f'__builtin__.{name}'] = getattr(builtins, name)
+    # a pickle names an object by the module it was found in, which for numpy's and torch's
+    # re-exported functions is not always its __module__: resolve names in these modules only
+    modules = {'torch', 'torch._utils', 'torch._tensor', 'collections', '_codecs', 'builtins',
+               'numpy', 'numpy.dtypes', 'numpy.core.multiarray', 'numpy._core.multiarray',
+               'mmengine.logging.history_buffer'}
+    modules |= {getattr(o, '__module__', None) for o in objects} - {None}
+    return aliases, {id(o) for o in objects}, modules
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only allow-listed globals (never imports anything else)."""
+    """An unpickler that resolves only allow-listed objects: a name is looked up only in the
+    modules those objects live in, and only an allow-listed object is returned."""
 
     allowed = None
 
     def find_class(self, module, name):
         if _RestrictedUnpickler.allowed is None:
             _RestrictedUnpickler.allowed = _restricted_globals()
-        found = _RestrictedUnpickler.allowed.get(f'{module}.{name}')
+        aliases, objects, modules = _RestrictedUnpickler.allowed
+        found = aliases.get(f'{module}.{name}')
+        if found is None and module in modules and '.' not in name:
+            try:
+                candidate = getattr(importlib.import_module(module), name, None)
+            except ImportError:
+                candidate = None
+            if id(candidate) in objects:
+                found = candidate
         if found is None:
             raise pickle.UnpicklingError(
                 f'Unsupported global: GLOBAL {module}.{name} is not allow-listed')
@@ -290,12 +303,12 @@ def _convert_module(kind, tensors, where, channels=None):
     unknown = sorted(set(tensors) - known)
     if unknown:
         raise ConversionError(
-            f'{where}: keys {unknown} are not part of the {kind} module this source has '
+            f'{where}*: keys {unknown} are not part of the {kind} module this source has '
             f'(expected {sorted(known)}); refusing rather than guessing what they do')
     required = set(renames) - OPTIONAL.get(kind, set())
     missing = sorted(required - set(tensors))
     if missing:
-        raise ConversionError(f'{where}: the {kind} module lacks {missing}')
+        raise ConversionError(f'{where}*: the {kind} module lacks {missing}')
     out, renamed, dropped = OrderedDict(), [], []
     for name, tensor in tensors.items():
         if name in renames:
@@ -313,7 +326,7 @@ def _convert_module(kind, tensors, where, channels=None):
 
 
 def _carafe_cfg(tensors, out, renamed, dropped, where, channels):
-    compressed, channels = tensors['channel_compressor.weight'].shape[:2]
+    compressed = tensors['channel_compressor.weight'].shape[0]
     encoder = tensors['content_encoder.weight']
     encoder_kernel = _conv_kernel(where, 'content_encoder.weight', encoder)
     cfg = dict(type='CARAFE', compressed_channels=compressed, encoder_kernel=encoder_kernel)
