@@ -1,5 +1,7 @@
 """Test-wide isolation. Must import with torch alone: tools/gpu_check.sh runs the op tests on a
 GPU box without mmengine."""
+import os
+
 import pytest
 
 try:
@@ -26,3 +28,16 @@ def _isolated_default_scope():
     _reset_default_scope()
     yield
     _reset_default_scope()
+
+
+def pytest_sessionstart(session):
+    """tools/dev.sh sets DLU_MM_REQUIRE_NATIVE=1: then a compiled op that does not load or register
+    stops the run at once (the op tests would otherwise skip and the rest fall back silently)."""
+    if os.environ.get('DLU_MM_REQUIRE_NATIVE') != '1':
+        return
+    from dlu_mm.ops import _native
+    missing = {op: _native.why_unavailable(op, 'cpu') for op in _native.OPS
+               if not _native.available(op, 'cpu')}
+    if missing:
+        pytest.exit(f'DLU_MM_REQUIRE_NATIVE=1 but compiled CPU ops are unusable: {missing}',
+                    returncode=1)

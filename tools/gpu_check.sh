@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of the native ops: build dlu_mm._C with CUDA, run tests/test_ops_native.py (CUDA
+# GPU check of the native ops: build dlu_mm._C_torch<X>_<Y> with CUDA, run tests/test_ops_native.py (CUDA
 # tests included) and the CUDA benchmark, and print the benchmark table LAST.
 #
 # Made for a GPU box that has only torch (the device tool's nvidia-h100-x1 / nvidia-h200:
@@ -45,13 +45,13 @@ if ! DLU_MM_WITH_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} \
      MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY setup.py build_ext --inplace >"$LOGDIR/build.log" 2>&1; then
   grep -n -E "error|Error" "$LOGDIR/build.log" | head -n 40 >&2 || true
   tail -n 30 "$LOGDIR/build.log" >&2
-  fail "building dlu_mm._C with CUDA"
+  fail "building dlu_mm._C_torch<X>_<Y> with CUDA"
 fi
 echo "built in $(( $(date +%s) - start )) s"
-$PY - <<'PYEOF' || fail "dlu_mm._C was built but has no CUDA kernels"
+$PY - <<'PYEOF' || fail "dlu_mm._C_torch<X>_<Y> was built but has no CUDA kernels"
 from dlu_mm.ops import _native
 missing = [op for op in _native.OPS if not _native.available(op, 'cuda')]
-assert not missing, f'no CUDA kernel for {missing} (load error: {_native.LOAD_ERROR})'
+assert not missing, {op: _native.why_unavailable(op, 'cuda') for op in missing}
 print('CUDA kernels:', ', '.join(_native.OPS))
 PYEOF
 

@@ -1,35 +1,141 @@
-"""Python side of the compiled ops in ``dlu_mm._C`` (sources in ``ops/``).
+"""Python side of the compiled ops (sources in ``ops/``).
 
-Loading ``dlu_mm._C`` registers ``torch.ops.dlu_mm.<op>`` and ``<op>_backward`` with CPU (and,
-when built with CUDA, CUDA) kernels. This module adds what the C++ side does not:
-- autograd (``torch.library.register_autograd``): the backward calls ``<op>_backward``, which
-  recomputes what it needs instead of saving intermediates;
-- fake kernels (``torch.library.register_fake``) so ``torch.compile`` traces through the ops
-  without graph breaks and ``torch.library.opcheck`` passes.
-It exposes ``available(op, device_type)`` and one function per op with the public positional
-signature; validation with Python errors happens in the public functions (dlu_mm.ops), the C++
-TORCH_CHECKs are the last line of defence. Imported lazily by :mod:`dlu_mm.ops.dispatch`.
+``pip install --no-build-isolation -e .`` builds them into ``dlu_mm._C_torch<major>_<minor>``,
+named after the torch it was compiled against: its C++ ABI fits that torch only, so another torch
+gets a clear "rebuild" message instead of an undefined-symbol error, and environments with
+different torches can share one checkout. Loading it registers ``torch.ops.dlu_mm.<op>`` and
+``<op>_backward`` with CPU (and, when built with CUDA, CUDA) kernels. This module adds what the
+C++ side does not, with what the running torch offers:
+- autograd: the backward calls ``<op>_backward``, which recomputes what it needs instead of
+  saving intermediates. torch >= 2.4: ``torch.library.register_autograd``; older torches: a
+  ``torch.autograd.Function`` around the op;
+- fake kernels (register_fake, impl_abstract or a Meta kernel: see ``_compat``) so
+  ``torch.compile`` and meta-device models trace through the ops.
+It exposes ``available(op, device_type)``, ``why_unavailable(op, device_type)`` and one function
+per op with the public positional signature; validation with Python errors happens in the public
+functions (dlu_mm.ops), the C++ TORCH_CHECKs are the last line of defence. Imported lazily by
+:mod:`dlu_mm.ops.dispatch`.
 """
+import glob
+import importlib
+import os
+
 import torch
 
-try:
-    from dlu_mm import _C  # noqa: F401  (registers torch.ops.dlu_mm)
-    LOAD_ERROR = None
-except ImportError as error:  # not built: dispatch falls back to the references
-    _C = None
-    LOAD_ERROR = error
+from ._compat import HAS_LIBRARY_REGISTER, TORCH_VERSION, register_fake_kernel
 
+EXTENSION = 'dlu_mm._C_torch{}_{}'.format(*TORCH_VERSION)
 OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention')
 _DISPATCH_KEYS = {'cpu': 'CPU', 'cuda': 'CUDA'}
+# op -> (number of leading tensor inputs, input that gives the output's channels, input that
+# gives its H x W); the trailing inputs are ints / str / an optional tensor without autograd
+_SPECS = {
+    'reassemble': (2, 0, 1),                  # x, kernels
+    'guided_reassemble': (3, 0, 2),           # x, kernel_space, offsets
+    'ddf': (3, 0, 2),                         # x, channel_filter, spatial_filter
+    'local_deformable_attention': (5, 2, 0),  # q, key, value, offsets, rpb (optional)
+}
+
+
+def _load_extension():
+    """Import the extension built for this torch; returns (module, None) or (None, reason)."""
+    try:
+        return importlib.import_module(EXTENSION), None
+    except ImportError as error:
+        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        built = sorted({os.path.basename(path).split('.')[0]
+                        for path in glob.glob(os.path.join(package_dir, '_C_torch*'))})
+        ours = EXTENSION.rsplit('.', 1)[1]
+        if built and ours not in built:
+            return None, (f'dlu_mm\'s ops were compiled for another torch ({", ".join(built)}), '
+                          f'this is torch {torch.__version__}: rebuild them in this environment '
+                          'with `pip install --no-build-isolation -e .`')
+        return None, (f'{EXTENSION} does not load ({error}); build it with '
+                      '`pip install --no-build-isolation -e .`')
+
+
+_C, LOAD_ERROR = _load_extension()
+_LIBRARY = torch.library.Library('dlu_mm', 'IMPL') if _C is not None else None
+_RULES = {}      # op -> (setup_context, backward) of its autograd
+_FAILED = {}     # op -> why its autograd / fake kernels could not be registered
+
+
+def _fake_forward(channels_from, size_from):
+    def fake(*inputs):
+        return inputs[0].new_empty((inputs[0].shape[0], inputs[channels_from].shape[1],
+                                    *inputs[size_from].shape[2:]))
+    return fake
+
+
+def _fake_backward(n_tensors):
+    def fake(grad_out, *inputs):
+        # an absent optional input (LDA's rpb) gets an empty gradient, as the kernels return
+        return tuple(torch.empty_like(t) if t is not None else grad_out.new_empty((0,))
+                     for t in inputs[:n_tensors])
+    return fake
+
+
+def _autograd_rules(op, n_tensors):
+    """(setup_context, backward) in torch.library.register_autograd's form."""
+    backward_op = getattr(torch.ops.dlu_mm, f'{op}_backward')
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:n_tensors])
+        ctx.args = tuple(inputs[n_tensors:])
+
+    def backward(ctx, grad_out):
+        saved = ctx.saved_tensors
+        grads = backward_op(grad_out, *saved, *ctx.args)
+        grads = tuple(grad if tensor is not None else None for grad, tensor in zip(grads, saved))
+        return (*grads, *(None,) * len(ctx.args))
+
+    return setup_context, backward
+
+
+class _CompiledOp(torch.autograd.Function):
+    """torch < 2.4: autograd for the compiled ops, ``_CompiledOp.apply(op_name, *inputs)``.
+
+    One module-level class called with the op's name: the form torch 2.1's torch.compile traces.
+    """
+
+    @staticmethod
+    def forward(ctx, op, *inputs):
+        output = getattr(torch.ops.dlu_mm, op)(*inputs)
+        ctx.op = op
+        _RULES[op][0](ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return (None, *_RULES[ctx.op][1](ctx, grad_out))
+
+
+def _register(op):
+    n_tensors, channels_from, size_from = _SPECS[op]
+    register_fake_kernel(f'dlu_mm::{op}', _fake_forward(channels_from, size_from), _LIBRARY)
+    register_fake_kernel(f'dlu_mm::{op}_backward', _fake_backward(n_tensors), _LIBRARY)
+    setup_context, backward = _RULES[op] = _autograd_rules(op, n_tensors)
+    if HAS_LIBRARY_REGISTER:
+        torch.library.register_autograd(f'dlu_mm::{op}', backward, setup_context=setup_context)
 
 
 def _has_kernel(op_name, dispatch_key):
-    return (_C is not None and hasattr(torch.ops.dlu_mm, op_name)
-            and torch._C._dispatch_has_kernel_for_dispatch_key(f'dlu_mm::{op_name}', dispatch_key))
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f'dlu_mm::{op_name}', dispatch_key)
 
+
+if _C is not None:
+    for _op in OPS:
+        if not hasattr(torch.ops.dlu_mm, _op):
+            _FAILED[_op] = f'{EXTENSION} defines no {_op!r} (a stale build? rebuild it)'
+            continue
+        try:
+            _register(_op)
+        except Exception as error:  # reported by dispatch's fallback warning, never silent
+            _FAILED[_op] = (f'registering its autograd / fake kernels failed under torch '
+                            f'{torch.__version__}: {type(error).__name__}: {error}')
 
 # Computed once: a plain dict lookup is traceable by torch.compile (the dispatcher query is not).
-_AVAILABLE = {(op, device): _has_kernel(op, key) for op in OPS
+_AVAILABLE = {(op, device): op in _RULES and _has_kernel(op, key) for op in OPS
               for device, key in _DISPATCH_KEYS.items()}
 
 
@@ -38,142 +144,41 @@ def available(op_name, device_type='cpu'):
     return _AVAILABLE.get((op_name, device_type), False)
 
 
-def _registered(op_name):
-    return _C is not None and hasattr(torch.ops.dlu_mm, op_name)
+def why_unavailable(op_name, device_type='cpu'):
+    """Why ``op_name`` has no usable compiled kernel for ``device_type`` (None if it has one)."""
+    if available(op_name, device_type):
+        return None
+    if LOAD_ERROR is not None:
+        return LOAD_ERROR
+    if op_name in _FAILED:
+        return _FAILED[op_name]
+    return (f'{EXTENSION} has no {device_type!r} kernel for it (the CUDA kernels are built only '
+            f'where nvcc matches torch\'s CUDA {torch.version.cuda}: see `pip install -v` output)')
 
 
 # ----------------------------------------------------------------------------------------------
 # Public-signature entry points
 # ----------------------------------------------------------------------------------------------
+def _call(op, *inputs):
+    # torch < 2.4 inside a jit trace (FLOP analysis): the op itself, so that the trace shows a
+    # dlu_mm::<op> node rather than the autograd.Function's opaque prim::PythonOp; such a traced
+    # graph is forward-only on those torches
+    if HAS_LIBRARY_REGISTER or torch.jit.is_tracing():
+        return getattr(torch.ops.dlu_mm, op)(*inputs)
+    return _CompiledOp.apply(op, *inputs)
+
+
 def reassemble(x, kernels, k, groups=1, scale_factor=2):
-    return torch.ops.dlu_mm.reassemble(x, kernels, k, groups, scale_factor)
+    return _call('reassemble', x, kernels, k, groups, scale_factor)
 
 
 def guided_reassemble(x, kernel_space, offsets, k, groups=1, scale_factor=2):
-    return torch.ops.dlu_mm.guided_reassemble(x, kernel_space, offsets, k, groups, scale_factor)
+    return _call('guided_reassemble', x, kernel_space, offsets, k, groups, scale_factor)
 
 
 def ddf(x, channel_filter, spatial_filter, k, dilation=1, stride=1, combine='mul'):
-    return torch.ops.dlu_mm.ddf(x, channel_filter, spatial_filter, k, dilation, stride, combine)
+    return _call('ddf', x, channel_filter, spatial_filter, k, dilation, stride, combine)
 
 
 def local_deformable_attention(q, key, value, offsets, rpb=None, num_heads=1, groups=2):
-    return torch.ops.dlu_mm.local_deformable_attention(q, key, value, offsets, rpb, num_heads,
-                                                       groups)
-
-
-# ----------------------------------------------------------------------------------------------
-# Fake kernels and autograd
-# ----------------------------------------------------------------------------------------------
-def _out_like(x, channels, height, width):
-    return x.new_empty((x.shape[0], channels, height, width))
-
-
-def _register_reassemble():
-    @torch.library.register_fake('dlu_mm::reassemble')
-    def _(x, kernels, k, groups, scale_factor):
-        return _out_like(x, x.shape[1], kernels.shape[2], kernels.shape[3])
-
-    @torch.library.register_fake('dlu_mm::reassemble_backward')
-    def _(grad_out, x, kernels, k, groups, scale_factor):
-        return torch.empty_like(x), torch.empty_like(kernels)
-
-    def setup_context(ctx, inputs, output):
-        x, kernels, *args = inputs
-        ctx.save_for_backward(x, kernels)
-        ctx.args = args
-
-    def backward(ctx, grad_out):
-        x, kernels = ctx.saved_tensors
-        grad_x, grad_kernels = torch.ops.dlu_mm.reassemble_backward(grad_out, x, kernels,
-                                                                    *ctx.args)
-        return grad_x, grad_kernels, None, None, None
-
-    torch.library.register_autograd('dlu_mm::reassemble', backward, setup_context=setup_context)
-
-
-def _register_guided_reassemble():
-    @torch.library.register_fake('dlu_mm::guided_reassemble')
-    def _(x, kernel_space, offsets, k, groups, scale_factor):
-        return _out_like(x, x.shape[1], offsets.shape[2], offsets.shape[3])
-
-    @torch.library.register_fake('dlu_mm::guided_reassemble_backward')
-    def _(grad_out, x, kernel_space, offsets, k, groups, scale_factor):
-        return torch.empty_like(x), torch.empty_like(kernel_space), torch.empty_like(offsets)
-
-    def setup_context(ctx, inputs, output):
-        x, kernel_space, offsets, *args = inputs
-        ctx.save_for_backward(x, kernel_space, offsets)
-        ctx.args = args
-
-    def backward(ctx, grad_out):
-        x, kernel_space, offsets = ctx.saved_tensors
-        grads = torch.ops.dlu_mm.guided_reassemble_backward(grad_out, x, kernel_space, offsets,
-                                                            *ctx.args)
-        return (*grads, None, None, None)
-
-    torch.library.register_autograd('dlu_mm::guided_reassemble', backward,
-                                    setup_context=setup_context)
-
-
-def _register_ddf():
-    @torch.library.register_fake('dlu_mm::ddf')
-    def _(x, channel_filter, spatial_filter, k, dilation, stride, combine):
-        return _out_like(x, x.shape[1], spatial_filter.shape[2], spatial_filter.shape[3])
-
-    @torch.library.register_fake('dlu_mm::ddf_backward')
-    def _(grad_out, x, channel_filter, spatial_filter, k, dilation, stride, combine):
-        return (torch.empty_like(x), torch.empty_like(channel_filter),
-                torch.empty_like(spatial_filter))
-
-    def setup_context(ctx, inputs, output):
-        x, channel_filter, spatial_filter, *args = inputs
-        ctx.save_for_backward(x, channel_filter, spatial_filter)
-        ctx.args = args
-
-    def backward(ctx, grad_out):
-        x, channel_filter, spatial_filter = ctx.saved_tensors
-        grads = torch.ops.dlu_mm.ddf_backward(grad_out, x, channel_filter, spatial_filter,
-                                              *ctx.args)
-        return (*grads, None, None, None, None)
-
-    torch.library.register_autograd('dlu_mm::ddf', backward, setup_context=setup_context)
-
-
-def _register_local_deformable_attention():
-    @torch.library.register_fake('dlu_mm::local_deformable_attention')
-    def _(q, key, value, offsets, rpb, num_heads, groups):
-        return _out_like(q, value.shape[1], q.shape[2], q.shape[3])
-
-    @torch.library.register_fake('dlu_mm::local_deformable_attention_backward')
-    def _(grad_out, q, key, value, offsets, rpb, num_heads, groups):
-        grad_rpb = torch.empty_like(rpb) if rpb is not None else q.new_empty((0,))
-        return (torch.empty_like(q), torch.empty_like(key), torch.empty_like(value),
-                torch.empty_like(offsets), grad_rpb)
-
-    def setup_context(ctx, inputs, output):
-        q, key, value, offsets, rpb, num_heads, groups = inputs
-        ctx.save_for_backward(q, key, value, offsets, rpb)
-        ctx.args = (num_heads, groups)
-
-    def backward(ctx, grad_out):
-        q, key, value, offsets, rpb = ctx.saved_tensors
-        grad_q, grad_key, grad_value, grad_offsets, grad_rpb = (
-            torch.ops.dlu_mm.local_deformable_attention_backward(grad_out, q, key, value,
-                                                                 offsets, rpb, *ctx.args))
-        return (grad_q, grad_key, grad_value, grad_offsets,
-                grad_rpb if rpb is not None else None, None, None)
-
-    torch.library.register_autograd('dlu_mm::local_deformable_attention', backward,
-                                    setup_context=setup_context)
-
-
-_REGISTER = {
-    'reassemble': _register_reassemble,
-    'guided_reassemble': _register_guided_reassemble,
-    'ddf': _register_ddf,
-    'local_deformable_attention': _register_local_deformable_attention,
-}
-for _op in OPS:
-    if _registered(_op):
-        _REGISTER[_op]()
+    return _call('local_deformable_attention', q, key, value, offsets, rpb, num_heads, groups)

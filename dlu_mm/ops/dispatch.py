@@ -46,16 +46,12 @@ def use_backend(backend):
 
 
 def _native_module():
-    try:
-        from . import _native
-    except ImportError:
-        return None
+    from . import _native  # imports with torch alone; reports a missing build itself
     return _native
 
 
 def native_available(op, device_type='cpu'):
-    native = _native_module()
-    return native is not None and native.available(op, device_type)
+    return _native_module().available(op, device_type)
 
 
 def set_dispatch_hook(hook):
@@ -80,12 +76,12 @@ def run(op, device_type, reference, args):
     if _backend != 'reference':
         if native_available(op, device_type):
             return getattr(_native_module(), op)(*args)
+        why = _native_module().why_unavailable(op, device_type)
         if _backend == 'native':
-            raise RuntimeError(f'dlu_mm native op {op!r} is not built for device '
-                               f'{device_type!r}; rebuild with `pip install --no-build-isolation '
-                               '-e .` or use set_backend("reference")')
+            raise RuntimeError(f'dlu_mm native op {op!r} is not usable for device '
+                               f'{device_type!r}: {why}; or use set_backend("reference")')
         if (op, device_type) not in _warned:
             _warned.add((op, device_type))
-            warnings.warn(f'dlu_mm: no compiled {op!r} kernel for {device_type!r}; using the '
-                          'pure-PyTorch reference (slower, more memory)', stacklevel=3)
+            warnings.warn(f'dlu_mm: no compiled {op!r} kernel for {device_type!r} ({why}); using '
+                          'the pure-PyTorch reference (slower, more memory)', stacklevel=3)
     return reference(*args)

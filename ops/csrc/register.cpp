@@ -7,10 +7,17 @@
 #include "local_attention.h"
 #include "reassemble.h"
 
-// `import dlu_mm._C` loads this library (and so runs the registrations below); the module
-// itself is empty.
-extern "C" PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+// `import dlu_mm._C_torch<X>_<Y>` loads this library (and so runs the registrations below); the
+// module itself is empty. Its name comes from setup.py through torch's TORCH_EXTENSION_NAME.
+#define DLU_MM_CONCAT_(a, b) a##b
+#define DLU_MM_CONCAT(a, b) DLU_MM_CONCAT_(a, b)
+#define DLU_MM_STRING_(a) #a
+#define DLU_MM_STRING(a) DLU_MM_STRING_(a)
+
+extern "C" PyMODINIT_FUNC DLU_MM_CONCAT(PyInit_, TORCH_EXTENSION_NAME)(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT,
+                                          DLU_MM_STRING(TORCH_EXTENSION_NAME), nullptr, -1,
+                                          nullptr};
   return PyModule_Create(&module_def);
 }
 

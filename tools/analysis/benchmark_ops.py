@@ -194,8 +194,8 @@ def main():
 
     from dlu_mm.ops import _native
     if not _native.available('reassemble', args.device):
-        sys.exit(f'dlu_mm._C has no {args.device} kernels ({_native.LOAD_ERROR}); build it with '
-                 '`pip install --no-build-isolation -e .`')
+        sys.exit(f'no compiled {args.device} kernels: '
+                 f'{_native.why_unavailable("reassemble", args.device)}')
     dtypes = args.dtypes or (['float32'] if args.device == 'cpu' else ['float32', 'float16'])
     shapes = args.shapes or (FPN_SHAPES[:2] if args.quick else
                              FPN_SHAPES if args.device == 'cuda' else FPN_SHAPES[:3])
