@@ -255,3 +255,20 @@ def test_cuda_matches_cpu():
         out = fn(*(a.cuda() for a in args), 5, 2, 2)
         assert out.device.type == 'cuda'
         torch.testing.assert_close(out.cpu(), fn(*args, 5, 2, 2), atol=1e-4, rtol=1e-4)
+
+
+def test_kernel_space_offset_gradient_is_one_sided_in_image_difference():
+    """At zero offsets every coordinate is an integer, the last row / column included: the
+    offset gradient is S[i+1] - S[i], and S[i] - S[i-1] on the last row / column (whatever
+    torch's clamp does at the ends of its range)."""
+    h, w, s = 3, 4, 2
+    space = torch.randn(1, 1, h, w, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(5))
+    offsets = torch.zeros(1, 2, s * h, s * w, dtype=torch.float64, requires_grad=True)
+    sample_kernel_space(space, offsets, 1, s).sum().backward()
+    plane = space[0, 0]
+    d_row = torch.cat([plane[1:] - plane[:-1], plane[-1:] - plane[-2:-1]], 0)  # (h, w)
+    d_col = torch.cat([plane[:, 1:] - plane[:, :-1], plane[:, -1:] - plane[:, -2:-1]], 1)
+    up = lambda t: t.repeat_interleave(s, 0).repeat_interleave(s, 1)  # noqa: E731
+    torch.testing.assert_close(offsets.grad[0, 1], up(d_row), rtol=0, atol=1e-12)
+    torch.testing.assert_close(offsets.grad[0, 0], up(d_col), rtol=0, atol=1e-12)

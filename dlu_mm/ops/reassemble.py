@@ -16,12 +16,12 @@ then used exactly as above.
 This file holds the argument checks shared with the compiled kernels (``check_*_args``), the
 pure-PyTorch references (test oracle, CPU fallback, ONNX path) and the public, dispatching ops.
 """
-import contextlib
 
 import torch
 import torch.nn.functional as F
 
 from ..utils import check_4d, check_divisible, check_int, check_odd, check_same_device_dtype
+from ._compat import autocast_disabled, softmax
 from .dispatch import dispatch
 
 __all__ = ['reassemble', 'reassemble_reference', 'guided_reassemble',
@@ -81,7 +81,7 @@ def kernel_softmax(logits, groups=1):
     The result keeps the logits' dtype (no silent fp16 -> fp32 promotion outside autocast).
     """
     n, c, h, w = logits.shape
-    return logits.reshape(n, groups, c // groups, h, w).softmax(2).reshape(n, c, h, w)
+    return softmax(logits.reshape(n, groups, c // groups, h, w), 2).reshape(n, c, h, w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,13 +102,6 @@ def _compute_dtype(dtype):
     return torch.promote_types(dtype, torch.float32)
 
 
-def _full_precision(device_type):
-    """Autocast off: it would run the references' einsum in fp16/bf16 (the kernels ignore it)."""
-    if torch.amp.is_autocast_available(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
 def reassemble_reference(x, kernels, k, groups=1, scale_factor=2):
     """Pure-PyTorch ``reassemble`` (differentiable to any order); arguments are not re-checked."""
     n, c, h, w = x.shape
@@ -117,10 +110,21 @@ def reassemble_reference(x, kernels, k, groups=1, scale_factor=2):
     windows = _low_res_windows(x.to(dtype), k).reshape(n, g, c // g, h, w, k, k)
     kernels = kernels.to(dtype).reshape(n, g, k, k, h, s, w, s)
     # a, b: tap row/col; y, v: sub-pixel row/col of the s x s children of low-res pixel (h, w)
-    with _full_precision(x.device.type):
+    with autocast_disabled(x.device.type):
         out = torch.einsum('ngchwab,ngabhywv->ngchywv', windows, kernels)
     # out: (N, G, C/G, H, s, W, s)
     return out.reshape(n, c, h * s, w * s).to(x.dtype)
+
+
+def _clamp_to_image(coord, last):
+    """clamp(coord, 0, last) with gradient 1 on the closed range [0, last], 0 outside it.
+
+    That is what the compiled kernels do, and where DLU's zero-offset init puts the last row and
+    column. Tensor.clamp's own gradient at the ends differs between torch versions (1 up to 2.13,
+    0 from 2.14), so it is not used for the gradient.
+    """
+    inside = (coord >= 0) & (coord <= last)
+    return torch.where(inside, coord, coord.detach().clamp(0, last))
 
 
 def sample_kernel_space(kernel_space, offsets, groups, scale_factor):
@@ -144,8 +148,8 @@ def sample_kernel_space(kernel_space, offsets, groups, scale_factor):
     offsets = offsets.to(dtype).reshape(n, g, 2, h * s, w * s)
     rows = torch.arange(h * s, device=offsets.device, dtype=dtype).div_(s).floor_()
     cols = torch.arange(w * s, device=offsets.device, dtype=dtype).div_(s).floor_()
-    y = (rows[:, None] + offsets[:, :, 1]).clamp(0, h - 1)  # (N, G, sH, sW)
-    x = (cols[None, :] + offsets[:, :, 0]).clamp(0, w - 1)
+    y = _clamp_to_image(rows[:, None] + offsets[:, :, 1], h - 1)  # (N, G, sH, sW)
+    x = _clamp_to_image(cols[None, :] + offsets[:, :, 0], w - 1)
     y0 = y.detach().floor().clamp_(max=max(h - 2, 0))
     x0 = x.detach().floor().clamp_(max=max(w - 2, 0))
     wy, wx = y - y0, x - x0  # in [0, 1]; 0 on 1-pixel axes
@@ -189,7 +193,7 @@ def local_window_similarity(query, key, k, scale_factor=2):
     dtype = _compute_dtype(query.dtype)
     windows = _low_res_windows(key.to(dtype), k)  # (N, D, H, W, k, k) view
     grouped = query.to(dtype).reshape(n, d, h, s, w, s)
-    with _full_precision(key.device.type):
+    with autocast_disabled(key.device.type):
         out = torch.einsum('ndhwab,ndhywv->nabhywv', windows, grouped)  # (N, k, k, H, s, W, s)
     return out.reshape(n, k * k, h * s, w * s).to(query.dtype)
 

@@ -5,6 +5,7 @@ low-res window of its parent (keys); the softmax of the similarities reassembles
 """
 import torch.nn as nn
 
+from ..ops._compat import softmax
 from ..ops.reassemble import local_window_similarity, reassemble
 from ..utils import check_choice, check_divisible, check_int, check_odd
 from .base import BaseUpsampler
@@ -71,7 +72,7 @@ class SAPA(BaseUpsampler):
         logits = local_window_similarity(query, key.to(query.dtype), self.up_kernel,
                                          self.scale_factor)  # (N, k*k, sH, sW)
         # under autocast the projections run in low precision; reassemble in x's dtype
-        kernels = logits.softmax(1).to(x.dtype)
+        kernels = softmax(logits, 1).to(x.dtype)
         return reassemble(x, kernels, self.up_kernel, 1, self.scale_factor)
 
     def extra_repr(self):
