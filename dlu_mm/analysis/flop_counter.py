@@ -135,7 +135,7 @@ class FlopCounterMode(TorchDispatchMode):
 
     def _price(self, func, args, out):
         if func.namespace in DLU_MM_NAMESPACES:
-            name = func._opname
+            name = func.overloadpacket.__name__  # 'reassemble' of dlu_mm::reassemble
             if name not in OP_COSTS:  # e.g. dlu_mm::reassemble_backward: not a forward op
                 return name, None
             return name, op_cost(name, [_shape(a) for a in args])

@@ -19,12 +19,11 @@ record the arguments of every op call (for the visualisation tool).
 """
 import contextlib
 import threading
-from typing import Optional
 
 import torch
-from torch import Tensor
 
 from ..ops import dispatch as dispatch_module
+from ..ops._compat import register_fake_kernel
 from ..ops.ddf import ddf_reference
 from ..ops.local_attention import local_deformable_attention_reference
 from ..ops.reassemble import guided_reassemble_reference, reassemble_reference
@@ -46,59 +45,48 @@ def _compute(op, args):
     return _original_dispatch(op, args[0].device.type, _REFERENCES[op], args)
 
 
-@torch.library.custom_op(f'{NAMESPACE}::reassemble', mutates_args=())
-def _reassemble(x: Tensor, kernels: Tensor, k: int, groups: int, scale_factor: int) -> Tensor:
-    return _compute('reassemble', (x, kernels, k, groups, scale_factor))
+# The units' schemas are those of the compiled ``dlu_mm::<op>`` (ops/csrc/register.cpp).
+_SCHEMAS = {
+    'reassemble': 'reassemble(Tensor x, Tensor kernels, int k, int groups, int scale_factor) '
+                  '-> Tensor',
+    'guided_reassemble': 'guided_reassemble(Tensor x, Tensor kernel_space, Tensor offsets, '
+                         'int k, int groups, int scale_factor) -> Tensor',
+    'ddf': 'ddf(Tensor x, Tensor channel_filter, Tensor spatial_filter, int k, int dilation, '
+           'int stride, str combine) -> Tensor',
+    'local_deformable_attention': 'local_deformable_attention(Tensor q, Tensor key, '
+                                  'Tensor value, Tensor offsets, Tensor? rpb, int num_heads, '
+                                  'int groups) -> Tensor',
+}
 
 
-@torch.library.custom_op(f'{NAMESPACE}::guided_reassemble', mutates_args=())
-def _guided_reassemble(x: Tensor, kernel_space: Tensor, offsets: Tensor, k: int, groups: int,
-                       scale_factor: int) -> Tensor:
-    return _compute('guided_reassemble', (x, kernel_space, offsets, k, groups, scale_factor))
-
-
-@torch.library.custom_op(f'{NAMESPACE}::ddf', mutates_args=())
-def _ddf(x: Tensor, channel_filter: Tensor, spatial_filter: Tensor, k: int, dilation: int,
-         stride: int, combine: str) -> Tensor:
-    return _compute('ddf', (x, channel_filter, spatial_filter, k, dilation, stride, combine))
-
-
-@torch.library.custom_op(f'{NAMESPACE}::local_deformable_attention', mutates_args=())
-def _local_deformable_attention(q: Tensor, key: Tensor, value: Tensor, offsets: Tensor,
-                                rpb: Optional[Tensor], num_heads: int, groups: int) -> Tensor:
-    return _compute('local_deformable_attention', (q, key, value, offsets, rpb, num_heads, groups))
-
-
-@_reassemble.register_fake
-def _(x, kernels, k, groups, scale_factor):
+def _fake_output(op, args):
+    """The unit's output on the meta / fake device: (N, C, H', W') without computing it."""
+    if op == 'local_deformable_attention':
+        q, _, value = args[:3]
+        return q.new_empty(q.shape[0], value.shape[1], q.shape[2], q.shape[3])  # (N, C, sH, sW)
+    x = args[0]
     n, c, h, w = x.shape
+    if op == 'ddf':
+        stride = args[5]
+        return x.new_empty(n, c, h // stride, w // stride)
+    scale_factor = args[-1]
     return x.new_empty(n, c, h * scale_factor, w * scale_factor)  # (N, C, sH, sW)
 
 
-@_guided_reassemble.register_fake
-def _(x, kernel_space, offsets, k, groups, scale_factor):
-    n, c, h, w = x.shape
-    return x.new_empty(n, c, h * scale_factor, w * scale_factor)  # (N, C, sH, sW)
+# torch.library.Library + define + impl: the one way to declare a Python op that every supported
+# torch (2.1 to 2.14) has; the Library object must stay alive for the ops to stay registered.
+_LIBRARY = torch.library.Library(NAMESPACE, 'DEF')
 
 
-@_ddf.register_fake
-def _(x, channel_filter, spatial_filter, k, dilation, stride, combine):
-    n, c, h, w = x.shape
-    return x.new_empty(n, c, h // stride, w // stride)
-
-
-@_local_deformable_attention.register_fake
-def _(q, key, value, offsets, rpb, num_heads, groups):
-    return q.new_empty(q.shape[0], value.shape[1], q.shape[2], q.shape[3])  # (N, C, sH, sW)
+def _define_unit(op):
+    _LIBRARY.define(_SCHEMAS[op])
+    _LIBRARY.impl(op, lambda *args: _compute(op, args), 'CompositeExplicitAutograd')
+    register_fake_kernel(f'{NAMESPACE}::{op}', lambda *args: _fake_output(op, args), _LIBRARY)
+    return getattr(torch.ops.dlu_mm_analysis, op)
 
 
 #: op name -> its opaque unit (callable with the public op's positional arguments)
-UNIT_OPS = {
-    'reassemble': _reassemble,
-    'guided_reassemble': _guided_reassemble,
-    'ddf': _ddf,
-    'local_deformable_attention': _local_deformable_attention,
-}
+UNIT_OPS = {op: _define_unit(op) for op in _SCHEMAS}
 
 
 _lock = threading.RLock()
