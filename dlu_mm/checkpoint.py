@@ -16,17 +16,25 @@ import pickle
 _registered = False
 
 
+# numpy 2 moved numpy.core to numpy._core; a pickle names the module of the numpy that wrote it,
+# and each numpy imports both names (1.26 has a numpy._core shim, 2.x a numpy.core one)
+NUMPY_MULTIARRAY_MODULES = ('numpy.core.multiarray', 'numpy._core.multiarray')
+
+
 def _numpy_globals():
     import numpy as np
 
-    # numpy 2 moved numpy.core to numpy._core; pickles name whichever wrote them
-    found = [np.ndarray, np.dtype]
-    for module_name in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+    multiarray = None
+    for module_name in reversed(NUMPY_MULTIARRAY_MODULES):  # the new name first: no warning
         try:
-            module = importlib.import_module(module_name)
+            multiarray = importlib.import_module(module_name)
+            break
         except ImportError:
             continue
-        found += [module._reconstruct, module.scalar]
+    found = [np.ndarray, np.dtype]
+    # registered under both module names, whichever __module__ this numpy gives them
+    found += [(getattr(multiarray, name), f'{module_name}.{name}')
+              for module_name in NUMPY_MULTIARRAY_MODULES for name in ('_reconstruct', 'scalar')]
     # dtype instances pickle through their DType classes (numpy >= 1.25)
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is not None:
@@ -57,21 +65,23 @@ def mmengine_safe_globals():
 def register_mmengine_safe_globals():
     """Allow-list mmengine's checkpoint globals for ``torch.load(weights_only=True)``.
 
-    No-op when mmengine is not installed (``dlu_mm.ops`` must import with torch alone) or when
-    torch has no ``add_safe_globals`` (< 2.4, where weights_only is not the default anyway).
+    No-op when mmengine is not installed (``dlu_mm.ops`` must import with torch alone) or under
+    torch < 2.6, where ``torch.load`` defaults to weights_only=False and loads mmengine
+    checkpoints as they are (and add_safe_globals, where it exists, takes no aliases).
     Returns True when the globals are registered.
     """
     global _registered
     if _registered:
         return True
     import torch
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is None:
+
+    from .ops._compat import TORCH_VERSION
+    if TORCH_VERSION < (2, 6):
         return False
     try:
         safe = mmengine_safe_globals()
     except ImportError:
         return False
-    add_safe_globals(safe)
+    torch.serialization.add_safe_globals(safe)
     _registered = True
     return True

@@ -1,5 +1,11 @@
-"""mmengine resume / load_from under torch >= 2.6 (weights_only=True) with dlu_mm imported."""
+"""mmengine resume / load_from under torch >= 2.6 (weights_only=True) with dlu_mm imported.
+
+On torch < 2.6 torch.load defaults to weights_only=False: resume and load_from must work there
+too, and dlu_mm registers no allow-list (the alias tests need torch >= 2.6).
+"""
+import io
 import pickle
+import zipfile
 import subprocess
 import sys
 import textwrap
@@ -9,7 +15,12 @@ import torch
 import torch.nn as nn
 
 import dlu_mm  # noqa: F401  (registers the safe globals)
-from dlu_mm.checkpoint import _history_buffer_getattr
+from dlu_mm.checkpoint import NUMPY_MULTIARRAY_MODULES, _history_buffer_getattr
+from dlu_mm.ops._compat import TORCH_VERSION
+
+NEEDS_ALLOW_LIST = pytest.mark.skipif(
+    TORCH_VERSION < (2, 6), reason='weights_only=True by default and safe-global aliases exist '
+    'from torch 2.6; older torches load mmengine checkpoints with weights_only=False')
 
 _TOY = textwrap.dedent('''
     import torch, torch.nn as nn
@@ -88,6 +99,7 @@ def test_load_from_restores_weights(tmp_path):
     assert 'LOADED' in out.stdout
 
 
+@NEEDS_ALLOW_LIST
 def test_without_dlu_mm_the_checkpoint_needs_the_safe_globals(tmp_path):
     """Guards the premise: plain torch.load of an mmengine checkpoint fails under weights_only."""
     out = _run(f'''
@@ -103,6 +115,7 @@ def test_without_dlu_mm_the_checkpoint_needs_the_safe_globals(tmp_path):
     assert 'REFUSED' in out.stdout
 
 
+@NEEDS_ALLOW_LIST
 def test_getattr_stand_in_only_resolves_history_buffer_methods():
     from mmengine.logging.history_buffer import HistoryBuffer
     assert _history_buffer_getattr(HistoryBuffer, 'mean') is HistoryBuffer.mean
@@ -121,5 +134,48 @@ def test_weights_only_still_rejects_arbitrary_globals(tmp_path):
 
     path = tmp_path / 'evil.pth'
     torch.save({'x': Evil()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+
+
+def _save_naming_numpy_module(obj, path, module_name):
+    """torch.save(obj, path), then rewrite the pickle to name numpy's multiarray ``module_name``.
+
+    This is the file another numpy writes: numpy 1.x pickles arrays and scalars as
+    ``numpy.core.multiarray._reconstruct`` / ``.scalar``, numpy 2.x as ``numpy._core...``.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, 'w') as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename.endswith('/data.pkl'):
+                for name in NUMPY_MULTIARRAY_MODULES:  # protocol 2 GLOBAL: "module\nname\n"
+                    data = data.replace(f'{name}\n'.encode(), f'{module_name}\n'.encode())
+                assert f'{module_name}\n_reconstruct\n'.encode() in data
+                assert f'{module_name}\nscalar\n'.encode() in data
+            target.writestr(item, data)
+
+
+@NEEDS_ALLOW_LIST
+@pytest.mark.parametrize('module_name', NUMPY_MULTIARRAY_MODULES)
+def test_numpy_objects_load_under_either_numpy_module_name(tmp_path, module_name):
+    import numpy as np
+    state = {'array': np.arange(6, dtype=np.float32).reshape(2, 3), 'scalar': np.float64(1.5),
+             'tensor': torch.ones(2)}
+    path = tmp_path / 'ckpt.pth'
+    _save_naming_numpy_module(state, path, module_name)
+    loaded = torch.load(path, weights_only=True)
+    np.testing.assert_array_equal(loaded['array'], state['array'])
+    assert loaded['scalar'] == 1.5 and torch.equal(loaded['tensor'], state['tensor'])
+
+
+@NEEDS_ALLOW_LIST
+def test_numpy_aliases_do_not_open_other_names(tmp_path):
+    """The same rewrite to a module name that is not numpy's is refused."""
+    import numpy as np
+    path = tmp_path / 'ckpt.pth'
+    _save_naming_numpy_module({'array': np.zeros(2), 'scalar': np.float64(0)}, path,
+                              'numpy.lib.multiarray')
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
