@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Distributed testing with torchrun:  bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py options]
+# GPUS = processes per node: one per GPU (nccl); without GPUs, that many CPU processes (gloo).
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT as for tools/dist_train.sh.
 set -euo pipefail
 CONFIG=$1

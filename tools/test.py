@@ -3,7 +3,7 @@
     python tools/test.py configs/faster_rcnn_r50_fpn_dlu.py \
         work_dirs/faster_rcnn_r50_fpn_dlu/epoch_12.pth
     python tools/test.py CONFIG CKPT --out results.pkl --cfg-options test_dataloader.batch_size=2
-    bash tools/dist_test.sh CONFIG CKPT 8
+    bash tools/dist_test.sh CONFIG CKPT 8    # torchrun, 8 GPUs (no GPU: 8 CPU processes, gloo)
 
 The metrics come from the config's ``test_evaluator`` (CocoMetric, IoUMetric, ...).
 """
@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the sibling train.py
 from train import (add_common_args, build_runner, check_dataset_paths,  # noqa: E402
-                   load_config)
+                   load_config, teardown_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -45,6 +45,7 @@ def main(argv=None):
         from mmengine.evaluator import DumpResults
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     runner.test()
+    teardown_cpu_distributed(cfg)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,11 @@ load ``dlu_mm.det`` / ``dlu_mm.seg``.
     python tools/train.py CONFIG --resume work_dirs/x/epoch_3.pth --amp
     python tools/train.py CONFIG --cfg-options train_dataloader.batch_size=4
     bash tools/dist_train.sh CONFIG 8                                        # torchrun, 8 GPUs
+    bash tools/dist_train.sh CONFIG 2        # no GPU: 2 CPU processes, gloo, CPU DDP
+
+With ``--launcher pytorch`` on a machine without CUDA, the gloo process group and a CPU DDP
+wrapper are set up before the Runner (see ``dlu_mm.utils.dist``); with CUDA, mmengine's own
+nccl set-up runs unchanged.
 
 Outputs (logs, checkpoints) go to ``--work-dir``, default ``work_dirs/<config name>``.
 """
@@ -23,10 +28,11 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import dlu_mm  # noqa: E402,F401  (registers the safe globals mmengine checkpoints need)
+from dlu_mm.utils.dist import (LAUNCHERS, setup_cpu_distributed,  # noqa: E402
+                               teardown_cpu_distributed)
 from mmengine.config import Config, DictAction  # noqa: E402
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
 
 def add_common_args(parser):
@@ -132,6 +138,9 @@ def check_dataset_paths(cfg, dataloaders=DATALOADERS):
 
 
 def build_runner(cfg):
+    """The Runner of ``cfg`` (``runner_type`` or mmengine's Runner). Without CUDA and with a
+    distributed ``cfg.launcher``, first the gloo process group and the CPU DDP wrapper cfg."""
+    setup_cpu_distributed(cfg)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     if 'runner_type' not in cfg:
@@ -168,6 +177,7 @@ def main(argv=None):
         sys.exit(f'error: {error}')
     runner = build_runner(cfg)
     runner.train()
+    teardown_cpu_distributed(cfg)
 
 
 if __name__ == '__main__':
