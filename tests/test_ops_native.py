@@ -242,6 +242,32 @@ def test_dispatch_selects_backend(monkeypatch):
     assert dispatch.native_available('guided_reassemble', 'cpu')
 
 
+def test_unusable_op_says_why_once(monkeypatch):
+    """A compiled op that could not register falls back with its reason, warned once; the
+    'native' backend raises with the same reason."""
+    reason = 'registering its autograd / fake kernels failed under torch X: test'
+    monkeypatch.setitem(_native._AVAILABLE, ('reassemble', 'cpu'), False)
+    monkeypatch.setitem(_native._FAILED, 'reassemble', reason)
+    monkeypatch.setattr(dispatch, '_warned', set())
+    x, kernels = torch.randn(1, 2, 3, 3), torch.rand(1, 9, 6, 6)
+    with use_backend('auto'):
+        with pytest.warns(UserWarning, match='no compiled .reassemble. kernel') as record:
+            y = reassemble(x, kernels, 3)
+            reassemble(x, kernels, 3)
+    assert len(record) == 1 and reason in str(record[0].message)
+    torch.testing.assert_close(y, reassemble_reference(x, kernels, 3))
+    with use_backend('native'), pytest.raises(RuntimeError, match=reason):
+        reassemble(x, kernels, 3)
+
+
+def test_extension_of_another_torch_says_rebuild(monkeypatch):
+    monkeypatch.setattr(_native, 'EXTENSION', 'dlu_mm._C_torch9_99')
+    module, reason = _native._load_extension()
+    assert module is None
+    assert 'compiled for another torch' in reason and torch.__version__ in reason
+    assert 'pip install --no-build-isolation -e .' in reason
+
+
 def test_compile_fullgraph():
     x, kernel_space, offsets = (torch.randn(1, 2, 3, 4), torch.rand(1, 9, 3, 4),
                                 torch.randn(1, 2, 6, 8))
