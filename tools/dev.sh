@@ -2,27 +2,44 @@
 # dlu_mm developer entry point: creates (or reuses) the environment, then runs one verb.
 #
 #   bash tools/dev.sh demo    train + evaluate a DLU detector on a generated synthetic COCO set
-#   bash tools/dev.sh test    run the test suite (what .ci/run calls)
+#   bash tools/dev.sh test    run the test suite (what .ci/run calls, once per stack)
 #   bash tools/dev.sh env     only create / update the environment
 #
 # Environment knobs (all optional):
-#   DLU_MM_VENV=path         virtualenv to create or reuse (default: .venv in the repo)
+#   DLU_MM_STACK=main|oldest|newest   which tested stack (default main):
+#                            main    constraints.txt         torch 2.13 + mmcv 2.1.0 + mmdet/mmseg/mmpretrain
+#                            oldest  constraints-oldest.txt  torch 2.1.2 + mmcv 2.1.0 + mmdet/mmseg/mmpretrain
+#                            newest  constraints-newest.txt  torch 2.14.1 + mmengine (ops/upsampler tests)
+#   DLU_MM_VENV=path         virtualenv to create or reuse (default: .venv, .venv-oldest, .venv-newest)
 #   DLU_MM_KEEP_TORCH=1      keep the torch/torchvision already in DLU_MM_VENV (e.g. another CUDA
 #                            build); mmcv is then compiled against that torch
 #   DLU_MM_CACHE=path        where built wheels are cached (default: ~/.cache/dlu_mm)
-#   DLU_MM_WITH_CUDA=0|1     compile the CUDA kernels of ops/ (default: 1 when nvcc is found)
+#   DLU_MM_WITH_CUDA=0|1     compile the CUDA kernels of ops/ (default: 1 when nvcc matches torch)
 #   PYTEST_ARGS="..."        extra pytest arguments for `test`
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="${DLU_MM_VENV:-$ROOT/.venv}"
+STACK="${DLU_MM_STACK:-main}"
+case "$STACK" in
+  main)   CONSTRAINTS="$ROOT/constraints.txt";        DEFAULT_VENV="$ROOT/.venv" ;;
+  oldest) CONSTRAINTS="$ROOT/constraints-oldest.txt"; DEFAULT_VENV="$ROOT/.venv-oldest" ;;
+  newest) CONSTRAINTS="$ROOT/constraints-newest.txt"; DEFAULT_VENV="$ROOT/.venv-newest" ;;
+  *) echo "DLU_MM_STACK must be main, oldest or newest, got '$STACK'" >&2; exit 2 ;;
+esac
+VENV="${DLU_MM_VENV:-$DEFAULT_VENV}"
 CACHE="${DLU_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dlu_mm}"
 PYTHON_BOOT="${PYTHON:-python3.11}"
 command -v "$PYTHON_BOOT" >/dev/null 2>&1 || PYTHON_BOOT=python3
-CONSTRAINTS="$ROOT/constraints.txt"
+# the stack without mmcv runs only what needs torch + mmengine
+NEWEST_TESTS=(tests/test_ops_native.py tests/test_ops_reassemble.py tests/test_ops_ddf_lda.py
+              tests/test_native_upsamplers.py tests/test_upsampler_builder.py
+              tests/test_upsampler_steps.py tests/test_upsamplers_reassembly.py
+              tests/test_upsamplers_ddf_lda_dysample.py tests/test_checkpoint_resume.py
+              tests/test_stack.py::test_dlu_mm_import_is_light tests/test_stack.py::test_stack_versions)
 
-log() { printf '[dev.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+log() { printf '[dev.sh %s %(%H:%M:%S)T] %s\n' "$STACK" -1 "$*" >&2; }
+pinned() { sed -n "s/^$1[=]*//p" "$CONSTRAINTS"; }  # the version constraints.txt pins, or nothing
 
 # Runtime dependencies of the mm* packages, listed by hand because the mm* packages themselves are
 # installed with --no-deps (mmengine's metadata asks for opencv-python, which pulls numpy 2.4 and a
@@ -37,7 +54,8 @@ pip_() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
 
 stack_fingerprint() {
   # Everything that decides the third-party stack; a change re-runs the stack install.
-  { cat "$CONSTRAINTS"; printf '%s\n' "${RUNTIME_DEPS[@]}" "keep_torch=${DLU_MM_KEEP_TORCH:-0}"; } \
+  { cat "$CONSTRAINTS"; printf '%s\n' "${RUNTIME_DEPS[@]}" "keep_torch=${DLU_MM_KEEP_TORCH:-0}"
+    declare -f ensure_stack build_mmcv_wheel; } \
     | sha256sum | cut -c1-16
 }
 
@@ -50,19 +68,21 @@ project_fingerprint() {
 }
 
 build_mmcv_wheel() {
-  # mmcv 2.1.0 ships only an sdist; compiling its ops takes ~14 min on 2 cores, so the wheel is
-  # cached outside the repo, keyed by python + torch + mmcv versions.
+  # mmcv 2.1.0 ships only an sdist; compiling its ops takes 7-14 min on 2 cores, so the wheel is
+  # cached outside the repo, keyed by python + torch (with its local tag, e.g. +cu121) + mmcv.
   local pyver torchver mmcvver house
   pyver=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
   torchver=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
-  mmcvver=$(sed -n 's/^mmcv==//p' "$CONSTRAINTS")
+  mmcvver=$(pinned mmcv)
   house="$CACHE/wheels/${pyver}-torch${torchver}-mmcv${mmcvver}"
   mkdir -p "$house"
   if ! ls "$house"/mmcv-"$mmcvver"-*.whl >/dev/null 2>&1; then
-    log "building mmcv $mmcvver wheel with its CPU ops (about 14 min on 2 cores; cached in $house)"
+    log "building mmcv $mmcvver wheel with its CPU ops against torch $torchver (7-14 min on 2 cores; cached in $house)"
     local tmp; tmp=$(mktemp -d)
+    # --no-cache-dir: pip's own wheel cache is keyed by the sdist, not by the torch it was built
+    # against, and would hand a wheel built for another torch (wrong ABI) to this one
     MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-      pip_ wheel --no-build-isolation --no-deps -c "$CONSTRAINTS" -w "$tmp" "mmcv==$mmcvver"
+      pip_ wheel --no-cache-dir --no-build-isolation --no-deps -c "$CONSTRAINTS" -w "$tmp" "mmcv==$mmcvver"
     mv "$tmp"/mmcv-*.whl "$house"/ && rmdir "$tmp"
   else
     log "reusing cached mmcv wheel from $house"
@@ -71,11 +91,11 @@ build_mmcv_wheel() {
 }
 
 ensure_stack() {
-  local want have=""
+  local want have="" mm_packages=() imports="import mmengine"
   want=$(stack_fingerprint)
   [ -f "$VENV/.dlu_mm_stack" ] && have=$(cat "$VENV/.dlu_mm_stack")
   if [ "$want" = "$have" ]; then return; fi
-  log "installing the pinned stack into $VENV"
+  log "installing the pinned stack ($(basename "$CONSTRAINTS")) into $VENV"
   [ -x "$VENV/bin/python" ] || "$PYTHON_BOOT" -m venv "$VENV"
   pip_ install -q -c "$CONSTRAINTS" setuptools wheel ninja
   if [ "${DLU_MM_KEEP_TORCH:-0}" = 1 ]; then
@@ -84,11 +104,16 @@ ensure_stack() {
     log "keeping $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
     pip_ install -q -c <(grep -v -E '^(torch|torchvision)[=<>]' "$CONSTRAINTS") "${RUNTIME_DEPS[@]}"
   else
-    pip_ install -q -c "$CONSTRAINTS" "torch===2.13.0" torchvision "${RUNTIME_DEPS[@]}"
+    # the torch pin lives in the constraints file ('===' for main: see constraints.txt)
+    pip_ install -q -c "$CONSTRAINTS" torch torchvision "${RUNTIME_DEPS[@]}"
   fi
-  build_mmcv_wheel
-  pip_ install -q --no-deps -c "$CONSTRAINTS" mmengine mmdet mmsegmentation mmpretrain
-  "$VENV/bin/python" -c 'import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models' \
+  if [ -n "$(pinned mmcv)" ]; then
+    build_mmcv_wheel
+    mm_packages=(mmdet mmsegmentation mmpretrain)
+    imports="import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models"
+  fi
+  pip_ install -q --no-deps -c "$CONSTRAINTS" mmengine "${mm_packages[@]}"
+  "$VENV/bin/python" -c "$imports" \
     || { echo "the installed stack does not import: see the messages above" >&2; exit 1; }
   echo "$want" > "$VENV/.dlu_mm_stack"
   rm -f "$VENV/.dlu_mm_project"
@@ -104,15 +129,23 @@ import os, sys, dlu_mm
 sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(dlu_mm.__file__))) == sys.argv[1] else 1)
 EOF
   then return; fi
-  log "installing dlu_mm (editable; builds the native ops from ops/)"
-  MAX_JOBS="${MAX_JOBS:-$(nproc)}" pip_ install -q --no-build-isolation --no-deps -e .
+  log "installing dlu_mm (editable; builds the native ops from ops/ against $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'))"
+  # exactly what a user runs; -v only to show setup.py's own 'dlu_mm:' lines (e.g. CUDA skipped)
+  MAX_JOBS="${MAX_JOBS:-$(nproc)}" pip_ install -v --no-build-isolation --no-deps -e . \
+    > "$VENV/dlu_mm-build.log" 2>&1 \
+    || { tail -n 60 "$VENV/dlu_mm-build.log" >&2; echo "building dlu_mm failed (log: $VENV/dlu_mm-build.log)" >&2; exit 1; }
+  grep -E '^ *dlu_mm:' "$VENV/dlu_mm-build.log" >&2 || true
   echo "$want" > "$VENV/.dlu_mm_project"
 }
 
 run_tests() {
-  local rc=0
-  # a hung test fails the run instead of eating the CI budget
-  "$VENV/bin/python" -m pytest --timeout=900 ${PYTEST_ARGS:-} tests || rc=$?
+  local rc=0 paths=(tests)
+  [ "$STACK" = newest ] && paths=("${NEWEST_TESTS[@]}")
+  log "pytest on torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'): ${paths[*]}"
+  # a hung test fails the run instead of eating the CI budget; the compiled ops must load
+  # (tests/conftest.py stops the run otherwise) and the version pins are checked (test_stack.py)
+  DLU_MM_REQUIRE_NATIVE=1 DLU_MM_CONSTRAINTS="$CONSTRAINTS" \
+    "$VENV/bin/python" -m pytest --timeout=900 ${PYTEST_ARGS:-} "${paths[@]}" || rc=$?
   if [ "$rc" = 5 ]; then
     echo "pytest collected no tests (exit 5): treating this as a failure" >&2
     return 1
