@@ -575,7 +575,7 @@ def test_tool_converts_the_mmdet_carafe_zoo_layout(tmp_path, capsys):
     TOOL.main(['--from', 'auto', src, dst])
     out = capsys.readouterr().out
     assert '--from auto: found mmdet-carafe' in out
-    assert 'loads strictly into' in out and 'faster_rcnn_r50_fpn_carafe.py' in out
+    assert 'loads strictly into configs/faster_rcnn_r50_fpn_carafe.py' in out
     assert 'evaluate with: python tools/test.py configs/faster_rcnn_r50_fpn_carafe.py ' + dst in out
     saved = torch.load(dst, map_location='cpu', weights_only=True)
     assert set(saved) == {'state_dict', 'meta'}

@@ -106,6 +106,12 @@ def check_against_config(state_dict, conversion, config):
     return overrides, problems
 
 
+def _shown(config):
+    """A config path as the user types it: relative to the repository when inside it."""
+    path = osp.abspath(config)
+    return osp.relpath(path, REPO) if path.startswith(REPO + os.sep) else config
+
+
 def _format_option(key, value):
     return f'{key}={value}'
 
@@ -145,26 +151,27 @@ def main(argv=None):
         print(f'warning: {why}; pass --config with a config of this layout '
               f'({conversion.layout.get("description")}) to check it')
     elif args.no_check:
-        print(f'not checked against {config} (--no-check)')
+        print(f'not checked against {_shown(config)} (--no-check)')
     else:
         overrides, problems = check_against_config(conversion.state_dict, conversion, config)
         if problems:
-            sys.exit(f'error: the converted state_dict does not load strictly into {config}:\n  '
+            sys.exit(f'error: the converted state_dict does not load strictly into '
+                     f'{_shown(config)}:\n  '
                      + '\n  '.join(problems)
                      + '\npass --config with the config of this model (or --no-check)')
-        print(f'loads strictly into {config} ({why})'
+        print(f'loads strictly into {_shown(config)} ({why})'
               + (f' with --cfg-options {" ".join(_format_option(*o) for o in overrides.items())}'
                  if overrides else ''))
 
     out_meta = converted_meta(conversion, meta, container, args.src,
-                              osp.relpath(config, REPO) if config else None)
+                              _shown(config) if config else None)
     if overrides:
         out_meta['cfg_options'] = dict(overrides)
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     torch.save({'state_dict': conversion.state_dict, 'meta': out_meta}, args.dst)
     print(f'wrote {args.dst}')
     if config is not None:
-        command = f'python tools/test.py {osp.relpath(config, REPO)} {args.dst}'
+        command = f'python tools/test.py {_shown(config)} {args.dst}'
         if overrides:
             command += ' --cfg-options ' + ' '.join(_format_option(*o) for o in overrides.items())
         print(f'evaluate with: {command}')
