@@ -133,7 +133,11 @@ def _restricted_globals():
     import builtins
     import collections
     aliases, objects = {}, []
-    for entry in mmengine_safe_globals():
+    try:
+        safe = mmengine_safe_globals()
+    except ImportError:  # no mmengine: plain state_dicts only
+        safe = []
+    for entry in safe:
         if isinstance(entry, tuple):  # (function, 'module.name'): e.g. the safe getattr
             aliases[entry[1]] = entry[0]
         else:
@@ -196,9 +200,9 @@ def load_checkpoint(path, loader='auto'):
     """Read a checkpoint file on CPU without running foreign code.
 
     ``loader='weights_only'``: ``torch.load(weights_only=True)`` with dlu_mm's allow-list of
-    mmengine's checkpoint globals (torch >= 2.4, where ``add_safe_globals`` exists).
+    mmengine's checkpoint globals (registered from torch 2.6 on, see :mod:`dlu_mm.checkpoint`).
     ``'restricted'``: ``torch.load`` with an unpickler that resolves only tensors, containers and
-    that same allow-list (for torch < 2.4). ``'auto'``: the first where available.
+    that same allow-list (for older torch). ``'auto'``: the first where available.
     A global outside the allow-list raises :class:`UnsafeCheckpointError` naming it; it is
     never imported or called.
     """
@@ -208,16 +212,16 @@ def load_checkpoint(path, loader='auto'):
         raise ValueError(f'loader must be one of {list(LOADERS)}, got {loader!r}')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {os.fspath(path)!r}')
-    has_allow_list = hasattr(torch.serialization, 'add_safe_globals')
+    # dlu_mm's allow-list exists where torch takes safe globals with aliases (torch >= 2.6)
+    has_allow_list = register_mmengine_safe_globals()
     if loader == 'auto':
         loader = 'weights_only' if has_allow_list else 'restricted'
     try:
         if loader == 'weights_only':
             if not has_allow_list:
-                raise ValueError(f"loader='weights_only' needs torch >= 2.4 "
-                                 f'(torch.serialization.add_safe_globals); this is torch '
-                                 f"{torch.__version__}: use loader='restricted'")
-            register_mmengine_safe_globals()
+                raise ValueError(f"loader='weights_only' needs dlu_mm's allow-list of "
+                                 f'mmengine globals, registered from torch 2.6 on; this is '
+                                 f"torch {torch.__version__}: use loader='restricted'")
             return torch.load(path, map_location='cpu', weights_only=True)
         return torch.load(path, map_location='cpu', weights_only=False,
                           pickle_module=_restricted_pickle_module())

@@ -23,6 +23,7 @@ from mmdet.models.necks import FPN, FPN_CARAFE  # noqa: E402
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead  # noqa: E402
 
 from dlu_mm import converters  # noqa: E402
+from dlu_mm.checkpoint import register_mmengine_safe_globals  # noqa: E402
 from dlu_mm.converters import (ConversionError, UnsafeCheckpointError,  # noqa: E402
                                convert_state_dict, detect_source, load_checkpoint,
                                split_checkpoint)
@@ -36,8 +37,8 @@ IN_CHANNELS = [8, 16, 24, 32]
 WIDTH = 16
 SIZES = [(33, 29), (17, 15), (9, 8), (5, 4)]  # odd sizes: crops in every top-down step
 CM = 8  # compressed channels of the small CARAFE / DLU modules
-RESTRICTED_ONLY = not hasattr(torch.serialization, 'add_safe_globals')
-LOADERS = ['restricted'] + ([] if RESTRICTED_ONLY else ['weights_only'])
+# weights_only with dlu_mm's allow-list where it is registered (torch >= 2.6)
+LOADERS = ['restricted'] + (['weights_only'] if register_mmengine_safe_globals() else [])
 
 
 def _load_tool():
