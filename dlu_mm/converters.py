@@ -34,7 +34,8 @@ from .checkpoint import mmengine_safe_globals, register_mmengine_safe_globals
 SOURCES = OrderedDict([
     ('mmdet-carafe', "mmdet's CARAFE zoo: FPN_CARAFE + mmcv CARAFEPack (and Mask R-CNN's "
                      'FCNMaskHead with CARAFE)'),
-    ('dlu', "DLU authors' UNIFIED_FPN with DLUPack modules (Fu0511/Dynamic-Lightweight-Upsampling)"),
+    ('dlu', "DLU authors' UNIFIED_FPN with DLUPack modules "
+            '(Fu0511/Dynamic-Lightweight-Upsampling)'),
     ('lda-aqu', "LDA-AQU authors' FPN_LAU with LDA_AQU modules (duzw9311/LDA-AQU)"),
     ('dysample', "DySample modules (tiny-smart) in a CARAFE-style FPN or the forks' FPN_UPSAMPLE"),
     ('uperhead-upsample', "the segmentation fork's UPerHead_Upsample (mmseg UPerHead + "

@@ -7,10 +7,9 @@ reference reassembly), the authors' modules as the key layouts (and, for DLU and
 forward) the facts describe. Outputs are compared in float64; negative controls permute a channel
 order and must fail the comparison.
 """
+import importlib
 import importlib.util
-import os
 import os.path as osp
-import pickle
 from collections import OrderedDict
 
 import pytest
@@ -29,7 +28,7 @@ from dlu_mm.converters import (ConversionError, UnsafeCheckpointError,  # noqa: 
                                split_checkpoint)
 from dlu_mm.det import UpsampleFCNMaskHead, UpsampleFPN  # noqa: E402
 from dlu_mm.ops import reassemble_reference  # noqa: E402
-from dlu_mm.upsamplers import DLU, LDAAQU, DySample  # noqa: E402
+from dlu_mm.upsamplers import DLU, DySample  # noqa: E402
 from seeded import randn, randomise_  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
