@@ -64,7 +64,8 @@ def init_cpu_process_group(launcher, dist_cfg=None):
     if missing:
         raise RuntimeError(f'--launcher pytorch expects the environment torchrun sets '
                            f'({", ".join(missing)} missing); start the processes with '
-                           'tools/dist_train.sh / tools/dist_test.sh or python -m torch.distributed.run')
+                           'tools/dist_train.sh / tools/dist_test.sh or '
+                           'python -m torch.distributed.run')
     kwargs = dict(dist_cfg)
     backend = kwargs.pop('backend', 'gloo')
     if backend is None or str(backend).lower() == 'nccl':
