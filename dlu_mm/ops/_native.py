@@ -114,9 +114,10 @@ def _register(op):
     n_tensors, channels_from, size_from = _SPECS[op]
     register_fake_kernel(f'dlu_mm::{op}', _fake_forward(channels_from, size_from), _LIBRARY)
     register_fake_kernel(f'dlu_mm::{op}_backward', _fake_backward(n_tensors), _LIBRARY)
-    setup_context, backward = _RULES[op] = _autograd_rules(op, n_tensors)
+    setup_context, backward = _autograd_rules(op, n_tensors)
     if HAS_LIBRARY_REGISTER:
         torch.library.register_autograd(f'dlu_mm::{op}', backward, setup_context=setup_context)
+    _RULES[op] = setup_context, backward  # last: an op is usable once all of it registered
 
 
 def _has_kernel(op_name, dispatch_key):
