@@ -24,6 +24,7 @@ import torch
 
 from ..ops import dispatch as dispatch_module
 from ..ops._compat import register_fake_kernel
+from ..ops._native import fake_forward
 from ..ops.ddf import ddf_reference
 from ..ops.local_attention import local_deformable_attention_reference
 from ..ops.reassemble import guided_reassemble_reference, reassemble_reference
@@ -59,20 +60,6 @@ _SCHEMAS = {
 }
 
 
-def _fake_output(op, args):
-    """The unit's output on the meta / fake device: (N, C, H', W') without computing it."""
-    if op == 'local_deformable_attention':
-        q, _, value = args[:3]
-        return q.new_empty(q.shape[0], value.shape[1], q.shape[2], q.shape[3])  # (N, C, sH, sW)
-    x = args[0]
-    n, c, h, w = x.shape
-    if op == 'ddf':
-        stride = args[5]
-        return x.new_empty(n, c, h // stride, w // stride)
-    scale_factor = args[-1]
-    return x.new_empty(n, c, h * scale_factor, w * scale_factor)  # (N, C, sH, sW)
-
-
 # torch.library.Library + define + impl: the one way to declare a Python op that every supported
 # torch (2.1 to 2.14) has; the Library object must stay alive for the ops to stay registered.
 _LIBRARY = torch.library.Library(NAMESPACE, 'DEF')
@@ -81,7 +68,8 @@ _LIBRARY = torch.library.Library(NAMESPACE, 'DEF')
 def _define_unit(op):
     _LIBRARY.define(_SCHEMAS[op])
     _LIBRARY.impl(op, lambda *args: _compute(op, args), 'CompositeExplicitAutograd')
-    register_fake_kernel(f'{NAMESPACE}::{op}', lambda *args: _fake_output(op, args), _LIBRARY)
+    # same output as the compiled op's, so the same fake kernel
+    register_fake_kernel(f'{NAMESPACE}::{op}', fake_forward(op), _LIBRARY)
     return getattr(torch.ops.dlu_mm_analysis, op)
 
 

@@ -48,7 +48,6 @@ def register_fake_kernel(qualname, fake, library):
         library.impl(qualname.split('::')[1], fake, 'Meta')
 
 
-
 def _cpu_half_softmax():
     try:  # torch 2.1 has no float16 softmax kernel on the CPU
         torch.zeros(1, dtype=torch.float16).softmax(0)

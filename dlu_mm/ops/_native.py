@@ -60,7 +60,10 @@ _RULES = {}      # op -> (setup_context, backward) of its autograd
 _FAILED = {}     # op -> why its autograd / fake kernels could not be registered
 
 
-def _fake_forward(channels_from, size_from):
+def fake_forward(op):
+    """The fake kernel of ``op``: its output (N, C', H', W') allocated like the first input."""
+    _, channels_from, size_from = _SPECS[op]
+
     def fake(*inputs):
         return inputs[0].new_empty((inputs[0].shape[0], inputs[channels_from].shape[1],
                                     *inputs[size_from].shape[2:]))
@@ -111,8 +114,8 @@ class _CompiledOp(torch.autograd.Function):
 
 
 def _register(op):
-    n_tensors, channels_from, size_from = _SPECS[op]
-    register_fake_kernel(f'dlu_mm::{op}', _fake_forward(channels_from, size_from), _LIBRARY)
+    n_tensors = _SPECS[op][0]
+    register_fake_kernel(f'dlu_mm::{op}', fake_forward(op), _LIBRARY)
     register_fake_kernel(f'dlu_mm::{op}_backward', _fake_backward(n_tensors), _LIBRARY)
     setup_context, backward = _autograd_rules(op, n_tensors)
     if HAS_LIBRARY_REGISTER:
