@@ -158,5 +158,7 @@ def filter_norm(filters, scale, dim, eps=1e-10):
     var = centred.square().sum(dim=dim, keepdim=True) / (filters.shape[dim] - 1)
     positive = var > 0
     std = torch.where(positive, var, torch.ones_like(var)).sqrt() * positive
-    normed = centred / (std + eps)
+    # std + eps where the std is positive, eps where it is 0: the same values, but no add of a
+    # near-zero constant, which onnxscript's graph optimiser drops (0/0 in exported graphs)
+    normed = centred / torch.where(positive, std + eps, torch.full_like(std, eps))
     return (normed * scale).to(dtype)

@@ -4,7 +4,9 @@
   'auto'      compiled kernel when it is built for the tensor's device, else the reference with a
               one-time warning (default);
   'native'    compiled kernel or RuntimeError;
-  'reference' always the pure-PyTorch reference (test oracle, ONNX export path).
+  'reference' always the pure-PyTorch reference (test oracle).
+Whatever the backend, during ``torch.onnx.export`` every op runs its lowering to standard ONNX
+operators (:mod:`dlu_mm.ops.export`).
 The native side lives in ``dlu_mm.ops._native``: ``available(op, device_type) -> bool`` and one
 autograd-capable function per op with the same signature as the public one.
 
@@ -14,6 +16,8 @@ autograd-capable function per op with the same signature as the public one.
 import contextlib
 import os
 import warnings
+
+from .export import is_onnx_exporting, lowering
 
 BACKENDS = ('auto', 'native', 'reference')
 _backend = os.environ.get('DLU_MM_OPS_BACKEND', 'auto')
@@ -65,7 +69,10 @@ def set_dispatch_hook(hook):
 
 
 def dispatch(op, device_type, reference, args):
-    """Entry point of every public op: the installed hook if any, else :func:`run`."""
+    """Entry point of every public op: the ONNX lowering while exporting, else the installed hook
+    if any, else :func:`run`."""
+    if is_onnx_exporting():
+        return lowering(op, reference)(*args)
     if _hook is not None:
         return _hook(op, device_type, reference, args)
     return run(op, device_type, reference, args)

@@ -7,6 +7,8 @@ size, so odd sizes (ceil-divided pyramid levels) work.
 """
 import torch.nn.functional as F
 
+from ..ops.export import is_onnx_exporting
+
 
 def crop_or_resize(x, size):
     """Fit ``x`` (N, C, h, w) to ``size`` (H, W).
@@ -15,6 +17,11 @@ def crop_or_resize(x, size):
     overshoots an odd lateral by one pixel; the top-left crop keeps the sub-pixel alignment),
     otherwise resizes bilinearly.
     """
+    if is_onnx_exporting():
+        # keep the traced sizes (a dynamic graph must fit every input size, not the traced
+        # one): 2x of a ceil-divided level is never smaller than the finer level, and a crop
+        # to the same size is a no-op
+        return x[..., :size[0], :size[1]]
     size = tuple(int(v) for v in size)
     if tuple(x.shape[-2:]) == size:
         return x
@@ -26,6 +33,8 @@ def crop_or_resize(x, size):
 def guide_for(x, target, scale):
     """``target`` as a guide at exactly ``scale`` x ``x``'s (H, W) (resized when it is not)."""
     size = (x.shape[-2] * scale, x.shape[-1] * scale)
+    if is_onnx_exporting():  # traced sizes, resized always (the identity when they match)
+        return F.interpolate(target, size=size, mode='bilinear', align_corners=False)
     if tuple(target.shape[-2:]) == size:
         return target
     return F.interpolate(target, size=size, mode='bilinear', align_corners=False)
