@@ -36,6 +36,7 @@ NEWEST_TESTS=(tests/test_ops_native.py tests/test_ops_reassemble.py tests/test_o
               tests/test_native_upsamplers.py tests/test_upsampler_builder.py
               tests/test_upsampler_steps.py tests/test_upsamplers_reassembly.py
               tests/test_upsamplers_ddf_lda_dysample.py tests/test_checkpoint_resume.py
+              tests/test_onnx_export.py
               tests/test_stack.py::test_dlu_mm_import_is_light tests/test_stack.py::test_stack_versions)
 
 log() { printf '[dev.sh %s %(%H:%M:%S)T] %s\n' "$STACK" -1 "$*" >&2; }
@@ -48,6 +49,7 @@ RUNTIME_DEPS=(
   numpy opencv-python-headless addict pyyaml rich termcolor yapf==0.40.1 matplotlib packaging
   Pillow pycocotools scipy shapely six terminaltables tqdm prettytable einops
   importlib-metadata mat4py modelindex ftfy regex pytest pytest-timeout
+  onnx onnxruntime ml_dtypes onnxscript onnx-ir protobuf
 )
 
 pip_() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }

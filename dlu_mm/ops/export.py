@@ -132,8 +132,9 @@ def local_deformable_attention_onnx(q, key, value, offsets, rpb=None, num_heads=
     q = q.reshape(n, num_heads, head_dim, 1, out_h, out_w)
     sampled_key = sampled_key.reshape(n, num_heads, head_dim, num_points, out_h, out_w)
     logits = (q * sampled_key).sum(dim=2)  # (N, nh, P, sH, sW)
-    if rpb is not None:
-        logits = logits + torch.einsum('nhdyx,hpd->nhpyx', q[:, :, :, 0], rpb)
+    if rpb is not None:  # q . rpb as a MatMul (N, nh, P, sH*sW) rather than an Einsum
+        bias = torch.matmul(rpb, q.reshape(n, num_heads, head_dim, out_h * out_w))
+        logits = logits + bias.reshape(n, num_heads, num_points, out_h, out_w)
     attention = (logits * head_dim ** -0.5).softmax(dim=2)
     grids = grid.reshape(n * groups, num_points, out_h, out_w, 2)
     values = value.reshape(n * groups, c // groups, h, w)
@@ -152,6 +153,7 @@ _LOWERINGS = {
     'guided_reassemble': guided_reassemble_onnx,
     'ddf': ddf_onnx,
     'local_deformable_attention': local_deformable_attention_onnx,
+    'local_window_similarity': local_window_similarity_onnx,  # SAPA / FADE (not a native op)
 }
 
 

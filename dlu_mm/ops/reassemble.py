@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..utils import check_4d, check_divisible, check_int, check_odd, check_same_device_dtype
 from ._compat import autocast_disabled, softmax
 from .dispatch import dispatch
-from .export import is_onnx_exporting, local_window_similarity_onnx
+from .export import is_onnx_exporting, lowering
 
 __all__ = ['reassemble', 'reassemble_reference', 'guided_reassemble',
            'guided_reassemble_reference', 'check_reassemble_args',
@@ -192,7 +192,9 @@ def local_window_similarity(query, key, k, scale_factor=2):
         raise ValueError(f'query must have shape {(n, d, h * s, w * s)} (key {tuple(key.shape)} '
                          f'at scale_factor={s}), got {tuple(query.shape)}')
     if is_onnx_exporting():  # no unfold in the graph (see dlu_mm.ops.export)
-        return local_window_similarity_onnx(query, key, k, s)
+        lowered = lowering('local_window_similarity', None)
+        if lowered is not None:
+            return lowered(query, key, k, s)
     dtype = _compute_dtype(query.dtype)
     windows = _low_res_windows(key.to(dtype), k)  # (N, D, H, W, k, k) view
     grouped = query.to(dtype).reshape(n, d, h, s, w, s)
