@@ -136,17 +136,18 @@ DLU_HD at::opmath_type<scalar_t> kernel_grad(const ReassembleShape& sh, const sc
   return acc;
 }
 
-// grad_kernels element (n, g*k*k+t, i', j') over N*G*k*k*sH*sW.
-template <typename scalar_t>
+// grad_kernels element (n, g*k*k+t, i', j') over N*G*k*k*sH*sW (out_t = acc_t: the buffer of
+// d loss / d sampled kernels of guided_reassemble's deterministic backward).
+template <typename scalar_t, typename out_t = scalar_t>
 struct ReassembleGradKernels {
   ReassembleShape sh;
   const scalar_t* x;
   const scalar_t* grad_out;
-  scalar_t* grad_kernels;
+  out_t* grad_kernels;
   DLU_HD void operator()(int64_t idx) const {
     const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, rest = idx / sh.oHW;
     const int64_t t = rest % sh.kk, n = rest / sh.kk / sh.G, g = (rest / sh.kk) % sh.G;
-    grad_kernels[idx] = static_cast<scalar_t>(kernel_grad(sh, x, grad_out, n, g, t, io, jo));
+    grad_kernels[idx] = static_cast<out_t>(kernel_grad(sh, x, grad_out, n, g, t, io, jo));
   }
 };
 
@@ -201,6 +202,48 @@ struct GuidedScatterKernelSpace {
     Add::add(p + bs.o01, gk * bs.w01());
     Add::add(p + bs.o10, gk * bs.w10());
     Add::add(p + bs.o11, gk * bs.w11());
+  }
+};
+
+// The deterministic kernel-space gradient. Entry e = 4 * output pixel + corner of row (n, g)
+// targets the corner's kernel-space cell; every tap t of the group shares the location.
+template <typename scalar_t>
+struct GuidedCorners {
+  using acc_t = at::opmath_type<scalar_t>;
+  ReassembleShape sh;
+  SampledKernels<scalar_t> kernels;
+  DLU_HD int64_t operator()(int64_t ng, int64_t e) const {
+    const int64_t p = e / 4;
+    return kernels.where(sh, ng / sh.G, ng % sh.G, p / sh.sW, p % sh.sW)
+        .offset(static_cast<int>(e % 4));
+  }
+};
+
+// grad_kernel_space element (n, g*k*k+t, y, x) over N*G*k*k*H*W: the gather form of
+// GuidedScatterKernelSpace, summing the same products over the cell's sorted entries.
+template <typename scalar_t>
+struct GuidedGatherKernelSpace {
+  using acc_t = at::opmath_type<scalar_t>;
+  ReassembleShape sh;
+  SampledKernels<scalar_t> kernels;
+  const acc_t* kernel_grads;  // (N, G*k*k, sH, sW)
+  const int64_t* order;       // ScatterIndex of GuidedCorners
+  const int64_t* bounds;
+  acc_t* grad_kernel_space;
+  DLU_HD void operator()(int64_t idx) const {
+    const int64_t cell = idx % sh.HW, plane = idx / sh.HW, ng = plane / sh.kk;
+    const int64_t entries = 4 * sh.oHW;
+    const int64_t* keys = order + ng * entries;
+    const int64_t* range = bounds + ng * (sh.HW + 1) + cell;
+    acc_t acc = 0;
+    for (int64_t i = range[0]; i < range[1]; ++i) {
+      const int64_t e = keys[i] % entries, p = e / 4;
+      const acc_t gk = kernel_grads[plane * sh.oHW + p];
+      if (gk == acc_t(0)) continue;
+      const BorderSample<acc_t> bs = kernels.where(sh, ng / sh.G, ng % sh.G, p / sh.sW, p % sh.sW);
+      acc += gk * bs.weight(static_cast<int>(e % 4));
+    }
+    grad_kernel_space[idx] = acc;
   }
 };
 
@@ -289,21 +332,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
         using acc_t = at::opmath_type<scalar_t>;
         const SampledKernels<scalar_t> kernels{kernel_space.data_ptr<scalar_t>(),
                                                offsets.data_ptr<scalar_t>()};
+        const scalar_t* xp = x.data_ptr<scalar_t>();
+        const scalar_t* go = grad_out.data_ptr<scalar_t>();
+        acc_t* grad_ks = grad_ks_acc.data_ptr<acc_t>();
         Driver::for_each(grad_x.numel(), ReassembleGradInput<scalar_t, SampledKernels<scalar_t>>{
-            sh, grad_out.data_ptr<scalar_t>(), kernels, grad_x.data_ptr<scalar_t>()});
-        // d loss / d sampled kernels: recomputed per use on CUDA; on CPU one (N, G*k*k, sH,
-        // sW) buffer (G*k*k/C of grad_out's size) from cache-friendly row sums, since a
-        // per-element channel loop there strides through memory.
-        const at::Tensor kernel_grads = Driver::kernel_grads(sh, x, grad_out);
-        const acc_t* kg = kernel_grads.defined() ? kernel_grads.data_ptr<acc_t>() : nullptr;
-        Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
-            sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), kernels,
-            grad_offsets.data_ptr<scalar_t>(), kg});
-        Driver::scatter("guided_reassemble_backward (kernel_space gradient)",
-                        sh.N * sh.G * sh.kk, sh.oHW,
-                        GuidedScatterKernelSpace<scalar_t, typename Driver::Add>{
-                            sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), kernels,
-                            grad_ks_acc.data_ptr<acc_t>(), kg});
+            sh, go, kernels, grad_x.data_ptr<scalar_t>()});
+        if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
+          // d loss / d sampled kernels recomputed per use (a Cg-channel dot product): no buffer
+          Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
+              sh, xp, go, kernels, grad_offsets.data_ptr<scalar_t>(), nullptr});
+          Driver::scatter("guided_reassemble_backward (kernel_space gradient)",
+                          sh.N * sh.G * sh.kk, sh.oHW,
+                          GuidedScatterKernelSpace<scalar_t, typename Driver::Add>{
+                              sh, xp, go, kernels, grad_ks, nullptr});
+        } else {
+          // Deterministic: the kernel gradients once into an (N, G*k*k, sH, sW) buffer, then
+          // every kernel-space cell gathers its contributions in one fixed order.
+          at::Tensor kernel_grads =
+              at::empty({sh.N, sh.G * sh.kk, sh.sH, sh.sW}, x.options().dtype(acc_dtype));
+          acc_t* kg = kernel_grads.data_ptr<acc_t>();
+          Driver::for_each(kernel_grads.numel(),
+                           ReassembleGradKernels<scalar_t, acc_t>{sh, xp, go, kg});
+          Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
+              sh, xp, go, kernels, grad_offsets.data_ptr<scalar_t>(), kg});
+          const ScatterIndex index = invert_scatter<Driver>(
+              sh.N * sh.G, 4 * sh.oHW, sh.HW, GuidedCorners<scalar_t>{sh, kernels}, x.options());
+          Driver::for_each(grad_ks_acc.numel(), GuidedGatherKernelSpace<scalar_t>{
+              sh, kernels, kg, index.order.data_ptr<int64_t>(),
+              index.bounds.data_ptr<int64_t>(), grad_ks});
+        }
       });
   return {grad_x, grad_ks_acc.to(x.scalar_type()), grad_offsets};
 }

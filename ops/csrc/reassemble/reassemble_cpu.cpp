@@ -227,12 +227,6 @@ at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tens
   return out;
 }
 
-template <>
-at::Tensor CpuDriver::kernel_grads(const ReassembleShape& sh, const at::Tensor& x,
-                                   const at::Tensor& grad_out) {
-  return reassemble_kernel_grads_cpu(sh, x, grad_out);
-}
-
 at::Tensor reassemble_cpu(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t k,
                           int64_t groups, int64_t scale_factor) {
   const ReassembleShape sh =
