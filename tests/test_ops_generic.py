@@ -20,6 +20,9 @@ GENERIC_CASES = CASES + [
     ('reassemble', dict(c=4, h=3, w=2, k=3, groups=2, s=4)),
     ('guided_reassemble', dict(c=4, h=2, w=3, k=3, groups=1, s=4)),
     ('ddf', dict(c=2, h=17, w=19, k=3)),  # H*W > 256: several partial sums of the reduction
+    # channel tiles of 16: two per group, the second partial (20 = 16 + 4; 34 = 16 + 16 + 2)
+    ('reassemble', dict(c=40, h=3, w=4, k=3, groups=2, s=2)),
+    ('guided_reassemble', dict(c=34, h=4, w=3, k=5, groups=1, s=2)),
 ]
 GENERIC_IDS = [f'{op}-{i}' for i, (op, _) in enumerate(GENERIC_CASES)]
 SCATTER_CASES = [(i, case) for i, case in enumerate(GENERIC_CASES)
@@ -109,3 +112,41 @@ def test_generic_is_a_backend_for_cpu_tensors_only():
         _native.run_generic('reassemble', 'cuda', (x, kernels, 3, 1, 2))
     with pytest.raises(ValueError, match='backend'):
         dispatch.set_backend('generics')
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA (skipped without a GPU): the same templates on the device, against the generic driver
+# ---------------------------------------------------------------------------------------------
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+
+
+@CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize('det', [False, True], ids=['scatter', 'gather'])
+@pytest.mark.parametrize('op,kwargs', GENERIC_CASES, ids=GENERIC_IDS)
+def test_cuda_matches_generic(op, kwargs, det):
+    assert _native.available(op, 'cuda'), f'dlu_mm._C_torch<X>_<Y> was built without CUDA ({op})'
+    g = torch.Generator().manual_seed(14)
+    tensors, args = _cast(op, *BUILDERS[op](g, **kwargs), torch.float64)
+    grad_out = torch.randn(generic(op)(*tensors, *args).shape, generator=g, dtype=torch.float64)
+    cuda_tensors, cuda_args = _cast(op, tensors, args, torch.float64, 'cuda')
+    with deterministic(det):
+        expected = _run(generic(op), op, tensors, args, grad_out)
+        actual = _run(getattr(_native, op), op, cuda_tensors, cuda_args, grad_out.cuda())
+    _assert_all_close([a.cpu() for a in actual], expected, 1e-12)
+
+
+@CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize('op', ['guided_reassemble', 'local_deformable_attention'])
+def test_cuda_deterministic_backward_is_bitwise_reproducible(op):
+    g = torch.Generator().manual_seed(15)
+    big = {'guided_reassemble': dict(c=64, h=24, w=31, groups=2),
+           'local_deformable_attention': dict(c=32, sh=40, sw=52)}[op]
+    tensors, args = _cast(op, *BUILDERS[op](g, **big), torch.float32, 'cuda')
+    out = getattr(_native, op)(*tensors, *args)
+    grad_out = torch.randn(out.shape, generator=g).cuda()
+    with deterministic():
+        runs = [_run(getattr(_native, op), op, tensors, args, grad_out) for _ in range(3)]
+    for i, (a, b, c) in enumerate(zip(*runs)):
+        assert torch.equal(a, b) and torch.equal(a, c), f'output {i} differs between runs'

@@ -18,8 +18,10 @@
 
 #if defined(__CUDACC__)
 #define DLU_HD __host__ __device__ __forceinline__
+#define DLU_UNROLL _Pragma("unroll")
 #else
 #define DLU_HD inline
+#define DLU_UNROLL
 #endif
 
 namespace dlu_mm {

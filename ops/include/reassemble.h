@@ -11,13 +11,27 @@
 
 namespace dlu_mm {
 
+// Channels per task of the forward and input-gradient functors: a task computes (or samples) a
+// tap's kernel value once and applies it to kChannelTile channels of the group, held in as many
+// accumulators; the channel tiles give the parallelism that a whole-group loop would lose.
+constexpr int kChannelTile = 16;
+
 struct ReassembleShape {
   int64_t N, C, H, W, k, G, s;
-  int64_t sH, sW, HW, oHW, kk, r, Cg;
+  int64_t sH, sW, HW, oHW, kk, r, Cg, tiles;
   ReassembleShape(int64_t N_, int64_t C_, int64_t H_, int64_t W_, int64_t k_, int64_t G_,
                   int64_t s_)
       : N(N_), C(C_), H(H_), W(W_), k(k_), G(G_), s(s_), sH(H_ * s_), sW(W_ * s_),
-        HW(H_ * W_), oHW(H_ * s_ * W_ * s_), kk(k_ * k_), r((k_ - 1) / 2), Cg(C_ / G_) {}
+        HW(H_ * W_), oHW(H_ * s_ * W_ * s_), kk(k_ * k_), r((k_ - 1) / 2), Cg(C_ / G_),
+        tiles((C_ / G_ + kChannelTile - 1) / kChannelTile) {}
+  // Task (n, g, channel tile, pixel) of the tiled functors: its first channel and tile size.
+  DLU_HD void tile_of(int64_t task, int64_t& n, int64_t& g, int64_t& c0, int& count) const {
+    const int64_t tile = task % tiles, ng = task / tiles;
+    g = ng % G;
+    n = ng / G;
+    c0 = g * Cg + tile * kChannelTile;
+    count = static_cast<int>(dlu_min<int64_t>(kChannelTile, Cg - tile * kChannelTile));
+  }
 };
 
 // Dense kernels (N, G*k*k, sH, sW): tap t of output pixel (i', j').
@@ -59,7 +73,9 @@ struct SampledKernels {
   }
 };
 
-// Output element (n, c, i', j') over N*C*sH*sW.
+// Output pixel (i', j') of channel tile (n, g, tile), over N*G*tiles*sH*sW (pixel fastest:
+// neighbouring threads read neighbouring kernels / offsets and write neighbouring outputs).
+// Each tap's kernel value is read (DLU: bilinearly sampled) once for the tile's channels.
 template <typename scalar_t, typename Kernels>
 struct ReassembleForward {
   using acc_t = at::opmath_type<scalar_t>;
@@ -68,27 +84,39 @@ struct ReassembleForward {
   Kernels kernels;
   scalar_t* out;
   DLU_HD void operator()(int64_t idx) const {
-    const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, nc = idx / sh.oHW;
-    const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
+    const int64_t p = idx % sh.oHW, jo = p % sh.sW, io = p / sh.sW;
+    int64_t n, g, c0;
+    int count;
+    sh.tile_of(idx / sh.oHW, n, g, c0, count);
     const int64_t i = io / sh.s, j = jo / sh.s;
-    const scalar_t* xp = x + nc * sh.HW;
+    const scalar_t* xp = x + (n * sh.C + c0) * sh.HW;
     const auto taps = kernels.taps(sh, n, g, io, jo);
-    acc_t acc = 0;
+    acc_t acc[kChannelTile];
+    DLU_UNROLL
+    for (int c = 0; c < kChannelTile; ++c) acc[c] = acc_t(0);
     for (int64_t ky = 0; ky < sh.k; ++ky) {
       const int64_t iy = i + ky - sh.r;
       if (iy < 0 || iy >= sh.H) continue;
       for (int64_t kx = 0; kx < sh.k; ++kx) {
         const int64_t ix = j + kx - sh.r;
         if (ix < 0 || ix >= sh.W) continue;
-        acc += taps(ky * sh.k + kx) * static_cast<acc_t>(xp[iy * sh.W + ix]);
+        const acc_t w = taps(ky * sh.k + kx);
+        const scalar_t* xc = xp + iy * sh.W + ix;
+        DLU_UNROLL
+        for (int c = 0; c < kChannelTile; ++c)
+          if (c < count) acc[c] += w * static_cast<acc_t>(xc[c * sh.HW]);
       }
     }
-    out[idx] = static_cast<scalar_t>(acc);
+    scalar_t* o = out + (n * sh.C + c0) * sh.oHW + p;
+    DLU_UNROLL
+    for (int c = 0; c < kChannelTile; ++c)
+      if (c < count) o[c * sh.oHW] = static_cast<scalar_t>(acc[c]);
   }
 };
 
-// grad_x element (n, c, iy, ix) over N*C*H*W: gathers from every output pixel whose window
-// holds (iy, ix), i.e. the s*s children of each parent (i, j) within r of (iy, ix).
+// grad_x pixel (iy, ix) of channel tile (n, g, tile), over N*G*tiles*H*W: gathers from every
+// output pixel whose window holds (iy, ix), i.e. the s*s children of each parent (i, j) within
+// r of (iy, ix); each kernel value is read (sampled) once for the tile's channels.
 template <typename scalar_t, typename Kernels>
 struct ReassembleGradInput {
   using acc_t = at::opmath_type<scalar_t>;
@@ -97,10 +125,14 @@ struct ReassembleGradInput {
   Kernels kernels;
   scalar_t* grad_x;
   DLU_HD void operator()(int64_t idx) const {
-    const int64_t ix = idx % sh.W, iy = (idx / sh.W) % sh.H, nc = idx / sh.HW;
-    const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
-    const scalar_t* go = grad_out + nc * sh.oHW;
-    acc_t acc = 0;
+    const int64_t q = idx % sh.HW, ix = q % sh.W, iy = q / sh.W;
+    int64_t n, g, c0;
+    int count;
+    sh.tile_of(idx / sh.HW, n, g, c0, count);
+    const scalar_t* go = grad_out + (n * sh.C + c0) * sh.oHW;
+    acc_t acc[kChannelTile];
+    DLU_UNROLL
+    for (int c = 0; c < kChannelTile; ++c) acc[c] = acc_t(0);
     for (int64_t i = dlu_max<int64_t>(iy - sh.r, 0); i <= dlu_min(iy + sh.r, sh.H - 1); ++i) {
       const int64_t ky = iy - i + sh.r;
       for (int64_t j = dlu_max<int64_t>(ix - sh.r, 0); j <= dlu_min(ix + sh.r, sh.W - 1); ++j) {
@@ -109,13 +141,19 @@ struct ReassembleGradInput {
           const int64_t io = i * sh.s + dy;
           for (int64_t dx = 0; dx < sh.s; ++dx) {
             const int64_t jo = j * sh.s + dx;
-            acc += kernels.taps(sh, n, g, io, jo)(t) *
-                   static_cast<acc_t>(go[io * sh.sW + jo]);
+            const acc_t w = kernels.taps(sh, n, g, io, jo)(t);
+            const scalar_t* gc = go + io * sh.sW + jo;
+            DLU_UNROLL
+            for (int c = 0; c < kChannelTile; ++c)
+              if (c < count) acc[c] += w * static_cast<acc_t>(gc[c * sh.oHW]);
           }
         }
       }
     }
-    grad_x[idx] = static_cast<scalar_t>(acc);
+    scalar_t* gx = grad_x + (n * sh.C + c0) * sh.HW + q;
+    DLU_UNROLL
+    for (int c = 0; c < kChannelTile; ++c)
+      if (c < count) gx[c * sh.HW] = static_cast<scalar_t>(acc[c]);
   }
 };
 
@@ -263,7 +301,8 @@ at::Tensor reassemble_impl(const at::Tensor& x_in, const at::Tensor& kernels_in,
   const at::Tensor x = x_in.contiguous(), kernels = kernels_in.contiguous();
   at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "reassemble", [&] {
-    Driver::for_each(out.numel(), ReassembleForward<scalar_t, DenseKernels<scalar_t>>{
+    Driver::for_each(sh.N * sh.G * sh.tiles * sh.oHW,
+                     ReassembleForward<scalar_t, DenseKernels<scalar_t>>{
         sh, x.data_ptr<scalar_t>(), {kernels.data_ptr<scalar_t>()}, out.data_ptr<scalar_t>()});
   });
   return out;
@@ -281,7 +320,8 @@ std::tuple<at::Tensor, at::Tensor> reassemble_backward_impl(
   at::Tensor grad_x = at::empty_like(x), grad_kernels = at::empty_like(kernels);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "reassemble_backward", [&] {
-        Driver::for_each(grad_x.numel(), ReassembleGradInput<scalar_t, DenseKernels<scalar_t>>{
+        Driver::for_each(sh.N * sh.G * sh.tiles * sh.HW,
+                         ReassembleGradInput<scalar_t, DenseKernels<scalar_t>>{
             sh, grad_out.data_ptr<scalar_t>(), {kernels.data_ptr<scalar_t>()},
             grad_x.data_ptr<scalar_t>()});
         Driver::for_each(grad_kernels.numel(), ReassembleGradKernels<scalar_t>{
@@ -304,7 +344,8 @@ at::Tensor guided_reassemble_impl(const at::Tensor& x_in, const at::Tensor& kern
   at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "guided_reassemble", [&] {
-        Driver::for_each(out.numel(), ReassembleForward<scalar_t, SampledKernels<scalar_t>>{
+        Driver::for_each(sh.N * sh.G * sh.tiles * sh.oHW,
+                         ReassembleForward<scalar_t, SampledKernels<scalar_t>>{
             sh, x.data_ptr<scalar_t>(),
             {kernel_space.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>()},
             out.data_ptr<scalar_t>()});
@@ -335,7 +376,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
         const scalar_t* xp = x.data_ptr<scalar_t>();
         const scalar_t* go = grad_out.data_ptr<scalar_t>();
         acc_t* grad_ks = grad_ks_acc.data_ptr<acc_t>();
-        Driver::for_each(grad_x.numel(), ReassembleGradInput<scalar_t, SampledKernels<scalar_t>>{
+        Driver::for_each(sh.N * sh.G * sh.tiles * sh.HW,
+                         ReassembleGradInput<scalar_t, SampledKernels<scalar_t>>{
             sh, go, kernels, grad_x.data_ptr<scalar_t>()});
         if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
           // d loss / d sampled kernels recomputed per use (a Cg-channel dot product): no buffer
