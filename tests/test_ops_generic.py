@@ -23,6 +23,7 @@ GENERIC_CASES = CASES + [
     # channel tiles of 16: two per group, the second partial (20 = 16 + 4; 34 = 16 + 16 + 2)
     ('reassemble', dict(c=40, h=3, w=4, k=3, groups=2, s=2)),
     ('guided_reassemble', dict(c=34, h=4, w=3, k=5, groups=1, s=2)),
+    ('reassemble', dict(c=2, h=4, w=5, k=7, groups=1, s=2)),  # 49 taps: 4 tap chunks of 13
 ]
 GENERIC_IDS = [f'{op}-{i}' for i, (op, _) in enumerate(GENERIC_CASES)]
 SCATTER_CASES = [(i, case) for i, case in enumerate(GENERIC_CASES)

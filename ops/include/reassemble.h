@@ -15,15 +15,19 @@ namespace dlu_mm {
 // tap's kernel value once and applies it to kChannelTile channels of the group, held in as many
 // accumulators; the channel tiles give the parallelism that a whole-group loop would lose.
 constexpr int kChannelTile = 16;
+// Taps per task of the kernel-gradient functor: one pass over the group's channels reads each
+// grad_out value once for kTapChunk taps (k = 3: one pass, k = 5: two) instead of once per tap.
+constexpr int kTapChunk = 13;
 
 struct ReassembleShape {
   int64_t N, C, H, W, k, G, s;
-  int64_t sH, sW, HW, oHW, kk, r, Cg, tiles;
+  int64_t sH, sW, HW, oHW, kk, r, Cg, tiles, tap_chunks;
   ReassembleShape(int64_t N_, int64_t C_, int64_t H_, int64_t W_, int64_t k_, int64_t G_,
                   int64_t s_)
       : N(N_), C(C_), H(H_), W(W_), k(k_), G(G_), s(s_), sH(H_ * s_), sW(W_ * s_),
         HW(H_ * W_), oHW(H_ * s_ * W_ * s_), kk(k_ * k_), r((k_ - 1) / 2), Cg(C_ / G_),
-        tiles((C_ / G_ + kChannelTile - 1) / kChannelTile) {}
+        tiles((C_ / G_ + kChannelTile - 1) / kChannelTile),
+        tap_chunks((k_ * k_ + kTapChunk - 1) / kTapChunk) {}
   // Task (n, g, channel tile, pixel) of the tiled functors: its first channel and tile size.
   DLU_HD void tile_of(int64_t task, int64_t& n, int64_t& g, int64_t& c0, int& count) const {
     const int64_t tile = task % tiles, ng = task / tiles;
@@ -157,35 +161,42 @@ struct ReassembleGradInput {
   }
 };
 
-// d loss / d K[n, g*k*k+t, i', j'] = sum_{c in group g} grad_out[n,c,i',j'] * X[n,c,tap t].
-template <typename scalar_t>
-DLU_HD at::opmath_type<scalar_t> kernel_grad(const ReassembleShape& sh, const scalar_t* x,
-                                              const scalar_t* grad_out, int64_t n, int64_t g,
-                                              int64_t t, int64_t io, int64_t jo) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t iy = io / sh.s + t / sh.k - sh.r, ix = jo / sh.s + t % sh.k - sh.r;
-  if (iy < 0 || iy >= sh.H || ix < 0 || ix >= sh.W) return acc_t(0);
-  const int64_t c0 = n * sh.C + g * sh.Cg;
-  const scalar_t* xp = x + c0 * sh.HW + iy * sh.W + ix;
-  const scalar_t* go = grad_out + c0 * sh.oHW + io * sh.sW + jo;
-  acc_t acc = 0;
-  for (int64_t c = 0; c < sh.Cg; ++c)
-    acc += static_cast<acc_t>(go[c * sh.oHW]) * static_cast<acc_t>(xp[c * sh.HW]);
-  return acc;
-}
-
-// grad_kernels element (n, g*k*k+t, i', j') over N*G*k*k*sH*sW (out_t = acc_t: the buffer of
-// d loss / d sampled kernels of guided_reassemble's deterministic backward).
+// grad_kernels of output pixel (i', j') for tap chunk (n, g, chunk), over
+// N*G*tap_chunks*sH*sW (pixel fastest): d loss / d K[n, g*k*k+t, i', j'] for its kTapChunk taps
+// in one pass over the group's channels (each term as in kernel_grad, channels in order).
+// out_t = acc_t: the buffer of d loss / d sampled kernels of guided_reassemble's backward.
 template <typename scalar_t, typename out_t = scalar_t>
 struct ReassembleGradKernels {
+  using acc_t = at::opmath_type<scalar_t>;
   ReassembleShape sh;
   const scalar_t* x;
   const scalar_t* grad_out;
   out_t* grad_kernels;
   DLU_HD void operator()(int64_t idx) const {
-    const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, rest = idx / sh.oHW;
-    const int64_t t = rest % sh.kk, n = rest / sh.kk / sh.G, g = (rest / sh.kk) % sh.G;
-    grad_kernels[idx] = static_cast<out_t>(kernel_grad(sh, x, grad_out, n, g, t, io, jo));
+    const int64_t p = idx % sh.oHW, jo = p % sh.sW, io = p / sh.sW, task = idx / sh.oHW;
+    const int64_t t0 = (task % sh.tap_chunks) * kTapChunk, ng = task / sh.tap_chunks;
+    const int64_t n = ng / sh.G, g = ng % sh.G, i = io / sh.s, j = jo / sh.s;
+    int64_t tap[kTapChunk];  // offset of each tap in an input plane, -1 outside / past k*k
+    acc_t acc[kTapChunk];
+    DLU_UNROLL
+    for (int u = 0; u < kTapChunk; ++u) {
+      const int64_t t = t0 + u, iy = i + t / sh.k - sh.r, ix = j + t % sh.k - sh.r;
+      tap[u] = (t < sh.kk && iy >= 0 && iy < sh.H && ix >= 0 && ix < sh.W) ? iy * sh.W + ix : -1;
+      acc[u] = acc_t(0);
+    }
+    const int64_t c0 = n * sh.C + g * sh.Cg;
+    const scalar_t* xp = x + c0 * sh.HW;
+    const scalar_t* go = grad_out + c0 * sh.oHW + p;
+    for (int64_t c = 0; c < sh.Cg; ++c) {
+      const acc_t v = static_cast<acc_t>(go[c * sh.oHW]);
+      DLU_UNROLL
+      for (int u = 0; u < kTapChunk; ++u)
+        if (tap[u] >= 0) acc[u] += v * static_cast<acc_t>(xp[c * sh.HW + tap[u]]);
+    }
+    out_t* out = grad_kernels + (ng * sh.kk + t0) * sh.oHW + p;
+    DLU_UNROLL
+    for (int u = 0; u < kTapChunk; ++u)
+      if (t0 + u < sh.kk) out[u * sh.oHW] = static_cast<out_t>(acc[u]);
   }
 };
 
@@ -194,11 +205,9 @@ template <typename scalar_t>
 struct GuidedGradOffsets {
   using acc_t = at::opmath_type<scalar_t>;
   ReassembleShape sh;
-  const scalar_t* x;
-  const scalar_t* grad_out;
   SampledKernels<scalar_t> kernels;
   scalar_t* grad_offsets;
-  const acc_t* kernel_grads;  // precomputed (N, G*k*k, sH, sW) or nullptr: recompute
+  const acc_t* kernel_grads;  // d loss / d sampled kernels (N, G*k*k, sH, sW)
   DLU_HD void operator()(int64_t idx) const {
     const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, ng = idx / sh.oHW;
     const int64_t g = ng % sh.G, n = ng / sh.G;
@@ -206,8 +215,7 @@ struct GuidedGradOffsets {
     const scalar_t* ks = kernels.kernel_space + ng * sh.kk * sh.HW;
     acc_t gy = 0, gx = 0;
     for (int64_t t = 0; t < sh.kk; ++t) {
-      const acc_t gk = kernel_grads ? kernel_grads[(ng * sh.kk + t) * sh.oHW + io * sh.sW + jo]
-                                    : kernel_grad(sh, x, grad_out, n, g, t, io, jo);
+      const acc_t gk = kernel_grads[(ng * sh.kk + t) * sh.oHW + io * sh.sW + jo];
       gy += gk * bs.dy(ks + t * sh.HW);
       gx += gk * bs.dx(ks + t * sh.HW);
     }
@@ -223,16 +231,13 @@ template <typename scalar_t, typename Add>
 struct GuidedScatterKernelSpace {
   using acc_t = at::opmath_type<scalar_t>;
   ReassembleShape sh;
-  const scalar_t* x;
-  const scalar_t* grad_out;
   SampledKernels<scalar_t> kernels;
   acc_t* grad_kernel_space;
-  const acc_t* kernel_grads;  // precomputed (N, G*k*k, sH, sW) or nullptr: recompute
+  const acc_t* kernel_grads;  // d loss / d sampled kernels (N, G*k*k, sH, sW)
   DLU_HD void operator()(int64_t idx) const {
     const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, plane = idx / sh.oHW;
-    const int64_t t = plane % sh.kk, g = (plane / sh.kk) % sh.G, n = plane / sh.kk / sh.G;
-    const acc_t gk =
-        kernel_grads ? kernel_grads[idx] : kernel_grad(sh, x, grad_out, n, g, t, io, jo);
+    const int64_t g = (plane / sh.kk) % sh.G, n = plane / sh.kk / sh.G;
+    const acc_t gk = kernel_grads[idx];
     if (gk == acc_t(0)) return;
     const BorderSample<acc_t> bs = kernels.where(sh, n, g, io, jo);
     acc_t* p = grad_kernel_space + plane * sh.HW;
@@ -324,7 +329,7 @@ std::tuple<at::Tensor, at::Tensor> reassemble_backward_impl(
                          ReassembleGradInput<scalar_t, DenseKernels<scalar_t>>{
             sh, grad_out.data_ptr<scalar_t>(), {kernels.data_ptr<scalar_t>()},
             grad_x.data_ptr<scalar_t>()});
-        Driver::for_each(grad_kernels.numel(), ReassembleGradKernels<scalar_t>{
+        Driver::for_each(sh.N * sh.G * sh.tap_chunks * sh.oHW, ReassembleGradKernels<scalar_t>{
             sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
             grad_kernels.data_ptr<scalar_t>()});
       });
@@ -379,24 +384,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
         Driver::for_each(sh.N * sh.G * sh.tiles * sh.HW,
                          ReassembleGradInput<scalar_t, SampledKernels<scalar_t>>{
             sh, go, kernels, grad_x.data_ptr<scalar_t>()});
+        // d loss / d sampled kernels once into an (N, G*k*k, sH, sW) buffer (G*k*k/C of
+        // grad_out's size): both the offset and the kernel-space gradients read it.
+        at::Tensor kernel_grads =
+            at::empty({sh.N, sh.G * sh.kk, sh.sH, sh.sW}, x.options().dtype(acc_dtype));
+        acc_t* kg = kernel_grads.data_ptr<acc_t>();
+        Driver::for_each(sh.N * sh.G * sh.tap_chunks * sh.oHW,
+                         ReassembleGradKernels<scalar_t, acc_t>{sh, xp, go, kg});
+        Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
+            sh, kernels, grad_offsets.data_ptr<scalar_t>(), kg});
         if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
-          // d loss / d sampled kernels recomputed per use (a Cg-channel dot product): no buffer
-          Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
-              sh, xp, go, kernels, grad_offsets.data_ptr<scalar_t>(), nullptr});
           Driver::scatter("guided_reassemble_backward (kernel_space gradient)",
                           sh.N * sh.G * sh.kk, sh.oHW,
                           GuidedScatterKernelSpace<scalar_t, typename Driver::Add>{
-                              sh, xp, go, kernels, grad_ks, nullptr});
-        } else {
-          // Deterministic: the kernel gradients once into an (N, G*k*k, sH, sW) buffer, then
-          // every kernel-space cell gathers its contributions in one fixed order.
-          at::Tensor kernel_grads =
-              at::empty({sh.N, sh.G * sh.kk, sh.sH, sh.sW}, x.options().dtype(acc_dtype));
-          acc_t* kg = kernel_grads.data_ptr<acc_t>();
-          Driver::for_each(kernel_grads.numel(),
-                           ReassembleGradKernels<scalar_t, acc_t>{sh, xp, go, kg});
-          Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
-              sh, xp, go, kernels, grad_offsets.data_ptr<scalar_t>(), kg});
+                              sh, kernels, grad_ks, kg});
+        } else {  // deterministic: every kernel-space cell gathers in one fixed order
           const ScatterIndex index = invert_scatter<Driver>(
               sh.N * sh.G, 4 * sh.oHW, sh.HW, GuidedCorners<scalar_t>{sh, kernels}, x.options());
           Driver::for_each(grad_ks_acc.numel(), GuidedGatherKernelSpace<scalar_t>{
