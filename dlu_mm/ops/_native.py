@@ -13,8 +13,9 @@ C++ side does not, with what the running torch offers:
   ``torch.compile`` and meta-device models trace through the ops.
 It exposes ``available(op, device_type)``, ``why_unavailable(op, device_type)``, one function
 per op with the public positional signature, and :func:`run_generic` (the 'generic' backend:
-``generic_<op>``, the CUDA kernels' templates driven on the CPU, see ops/csrc/generic/); validation with Python errors happens in the public
-functions (dlu_mm.ops), the C++ TORCH_CHECKs are the last line of defence. Imported lazily by
+``generic_<op>``, the CUDA kernels' templates driven on the CPU, see ops/csrc/generic/);
+validation with Python errors happens in the public functions (dlu_mm.ops), the C++
+TORCH_CHECKs are the last line of defence. Imported lazily by
 :mod:`dlu_mm.ops.dispatch`.
 """
 import glob

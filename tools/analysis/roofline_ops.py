@@ -8,8 +8,8 @@ counted at the granularity the CUDA functors compute them), the arithmetic inten
 roofline time max(bytes / HBM bandwidth, FLOPs / fp32 CUDA-core throughput) on an H100 SXM and
 an H200. fp16 / bf16 halve the bytes but not the arithmetic: the kernels compute in float
 (at::opmath_type), so their FLOP ceiling is the fp32 one (the 2x half2 rate and the tensor cores
-do not apply to these gathers). Backward: bytes 3 x inputs + 2 x outputs (forward inputs and grad_out read, gradients
-written), FLOPs 2 x forward. The op configurations are those of tools/analysis/benchmark_ops.py.
+do not apply to these gathers). Backward: bytes 3 x inputs + 2 x outputs (forward inputs and
+grad_out read, gradients written), FLOPs 2 x forward. The op configurations are those of tools/analysis/benchmark_ops.py.
 
     python tools/analysis/roofline_ops.py            # markdown table (docs/kernels.md)
 """
