@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dlu_mm.ops import _native, dispatch, reassemble, reassemble_reference, use_backend
+from dlu_mm.ops._compat import HAS_LIBRARY_REGISTER
 from test_ops_native import BUILDERS, CASES, REFERENCES, TOL, _assert_all_close, _cast, _run
 
 if not _native.available('generic_reassemble', 'cpu'):
@@ -101,6 +102,17 @@ def test_generic_empty_batch(op, det):
         out = generic(op)(*tensors, *args)
         out, *grads = _run(generic(op), op, tensors, args, torch.zeros_like(out))
     assert out.shape[0] == 0 and all(grad.shape[0] == 0 for grad in grads[:4])
+
+
+@pytest.mark.skipif(not HAS_LIBRARY_REGISTER, reason='torch.library.opcheck needs torch >= 2.4')
+@pytest.mark.parametrize('op', list(BUILDERS))
+def test_generic_opcheck(op):
+    g = torch.Generator().manual_seed(16)
+    tensors, args = _cast(op, *BUILDERS[op](g, n=1), torch.float32)
+    tensors = [t.requires_grad_() for t in tensors]
+    if op == 'local_deformable_attention':
+        args = [args[0].requires_grad_(), *args[1:]]
+    torch.library.opcheck(getattr(torch.ops.dlu_mm, f'generic_{op}').default, (*tensors, *args))
 
 
 def test_generic_is_a_backend_for_cpu_tensors_only():
