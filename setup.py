@@ -145,6 +145,7 @@ def _extensions():
     cxx = ['-O3', '-fopenmp']
     include_dirs = [os.path.join(ROOT, 'ops', 'include')]
     if with_cuda:
+        _say(f'building the CUDA kernels with {cuda_home} for torch {torch.__version__}')
         libdirs = _cuda_runtime_libdirs()
         ext = cpp_extension.CUDAExtension(
             name, cpp + cu, include_dirs=include_dirs,

@@ -311,17 +311,15 @@ def test_cuda_gradcheck_and_empty(op):
 @CUDA
 @pytest.mark.cuda
 def test_cuda_deterministic_mode_is_honoured():
+    """Under deterministic algorithms the atomic scatters give way to gathers: same result."""
     g = torch.Generator().manual_seed(8)
     tensors, args = _cast('guided_reassemble', *guided_case(g), torch.float32, 'cuda')
-    tensors = [t.requires_grad_() for t in tensors]
-    out = _native.guided_reassemble(*tensors, *args)
+    grad_out = torch.randn(2, 4, 10, 14, generator=g).cuda()
+    scattered = _run(_native.guided_reassemble, 'guided_reassemble', tensors, args, grad_out)
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        with pytest.raises(RuntimeError, match='deterministic'):
-            out.sum().backward()
-        # gather-only backward: allowed in deterministic mode
-        x, kernels = _cast('reassemble', *reassemble_case(g), torch.float32, 'cuda')[0]
-        _native.reassemble(x.requires_grad_(), kernels, 3, 2, 2).sum().backward()
+        gathered = _run(_native.guided_reassemble, 'guided_reassemble', tensors, args, grad_out)
     finally:
         torch.use_deterministic_algorithms(previous)
+    _assert_all_close(gathered, scattered, TOL[torch.float32])

@@ -36,7 +36,7 @@ NEWEST_TESTS=(tests/test_ops_native.py tests/test_ops_reassemble.py tests/test_o
               tests/test_native_upsamplers.py tests/test_upsampler_builder.py
               tests/test_upsampler_steps.py tests/test_upsamplers_reassembly.py
               tests/test_upsamplers_ddf_lda_dysample.py tests/test_checkpoint_resume.py
-              tests/test_onnx_export.py
+              tests/test_onnx_export.py tests/test_ops_generic.py tests/test_gpu_check.py
               tests/test_stack.py::test_dlu_mm_import_is_light tests/test_stack.py::test_stack_versions)
 
 log() { printf '[dev.sh %s %(%H:%M:%S)T] %s\n' "$STACK" -1 "$*" >&2; }
@@ -146,7 +146,10 @@ run_tests() {
   log "pytest on torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'): ${paths[*]}"
   # a hung test fails the run instead of eating the CI budget; the compiled ops must load
   # (tests/conftest.py stops the run otherwise) and the version pins are checked (test_stack.py)
-  DLU_MM_REQUIRE_NATIVE=1 DLU_MM_CONSTRAINTS="$CONSTRAINTS" \
+  # where setup.py said it builds the CUDA kernels, tests/test_gpu_check.py must find them
+  local expect_cuda=0
+  grep -q 'dlu_mm: building the CUDA kernels' "$VENV/dlu_mm-build.log" 2>/dev/null && expect_cuda=1
+  DLU_MM_REQUIRE_NATIVE=1 DLU_MM_CONSTRAINTS="$CONSTRAINTS" DLU_MM_EXPECT_CUDA="$expect_cuda" \
     "$VENV/bin/python" -m pytest --timeout=900 ${PYTEST_ARGS:-} "${paths[@]}" || rc=$?
   if [ "$rc" = 5 ]; then
     echo "pytest collected no tests (exit 5): treating this as a failure" >&2

@@ -11,9 +11,11 @@ C++ side does not, with what the running torch offers:
   ``torch.autograd.Function`` around the op;
 - fake kernels (register_fake, impl_abstract or a Meta kernel: see ``_compat``) so
   ``torch.compile`` and meta-device models trace through the ops.
-It exposes ``available(op, device_type)``, ``why_unavailable(op, device_type)`` and one function
-per op with the public positional signature; validation with Python errors happens in the public
-functions (dlu_mm.ops), the C++ TORCH_CHECKs are the last line of defence. Imported lazily by
+It exposes ``available(op, device_type)``, ``why_unavailable(op, device_type)``, one function
+per op with the public positional signature, and :func:`run_generic` (the 'generic' backend:
+``generic_<op>``, the CUDA kernels' templates driven on the CPU, see ops/csrc/generic/);
+validation with Python errors happens in the public functions (dlu_mm.ops), the C++
+TORCH_CHECKs are the last line of defence. Imported lazily by
 :mod:`dlu_mm.ops.dispatch`.
 """
 import glob
@@ -26,6 +28,7 @@ from ._compat import HAS_LIBRARY_REGISTER, TORCH_VERSION, register_fake_kernel
 
 EXTENSION = 'dlu_mm._C_torch{}_{}'.format(*TORCH_VERSION)
 OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention')
+GENERIC_PREFIX = 'generic_'  # torch.ops.dlu_mm.generic_<op>: CPU only, same schema as <op>
 _DISPATCH_KEYS = {'cpu': 'CPU', 'cuda': 'CUDA'}
 # op -> (number of leading tensor inputs, input that gives the output's channels, input that
 # gives its H x W); the trailing inputs are ints / str / an optional tensor without autograd
@@ -35,6 +38,7 @@ _SPECS = {
     'ddf': (3, 0, 2),                         # x, channel_filter, spatial_filter
     'local_deformable_attention': (5, 2, 0),  # q, key, value, offsets, rpb (optional)
 }
+_SPECS.update({GENERIC_PREFIX + op: spec for op, spec in list(_SPECS.items())})
 
 
 def _load_extension():
@@ -128,7 +132,7 @@ def _has_kernel(op_name, dispatch_key):
 
 
 if _C is not None:
-    for _op in OPS:
+    for _op in (*OPS, *(GENERIC_PREFIX + op for op in OPS)):
         if not hasattr(torch.ops.dlu_mm, _op):
             _FAILED[_op] = f'{EXTENSION} defines no {_op!r} (a stale build? rebuild it)'
             continue
@@ -141,6 +145,10 @@ if _C is not None:
 # Computed once: a plain dict lookup is traceable by torch.compile (the dispatcher query is not).
 _AVAILABLE = {(op, device): op in _RULES and _has_kernel(op, key) for op in OPS
               for device, key in _DISPATCH_KEYS.items()}
+
+
+_AVAILABLE.update({(GENERIC_PREFIX + op, 'cpu'): GENERIC_PREFIX + op in _RULES
+                   and _has_kernel(GENERIC_PREFIX + op, 'CPU') for op in OPS})
 
 
 def available(op_name, device_type='cpu'):
@@ -186,3 +194,19 @@ def ddf(x, channel_filter, spatial_filter, k, dilation=1, stride=1, combine='mul
 
 def local_deformable_attention(q, key, value, offsets, rpb=None, num_heads=1, groups=2):
     return _call('local_deformable_attention', q, key, value, offsets, rpb, num_heads, groups)
+
+
+def run_generic(op, device_type, args):
+    """``op`` through the 'generic' backend: the CUDA path's templates, run on the CPU.
+
+    A verification backend (slow: one functor call per output element, no row paths); CPU
+    tensors only. Raises RuntimeError when it is not built or the tensors are elsewhere.
+    """
+    name = GENERIC_PREFIX + op
+    if device_type != 'cpu':
+        raise RuntimeError(f"dlu_mm backend 'generic' runs the CUDA kernels' templates on the CPU "
+                           f'and takes CPU tensors only, got {device_type!r} tensors for {op!r}')
+    if not available(name, 'cpu'):
+        why = LOAD_ERROR or _FAILED.get(name) or f'{EXTENSION} defines no {name!r} (rebuild it)'
+        raise RuntimeError(f"dlu_mm backend 'generic' is not usable for {op!r}: {why}")
+    return _call(name, *args)

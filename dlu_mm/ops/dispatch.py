@@ -4,7 +4,9 @@
   'auto'      compiled kernel when it is built for the tensor's device, else the reference with a
               one-time warning (default);
   'native'    compiled kernel or RuntimeError;
-  'reference' always the pure-PyTorch reference (test oracle).
+  'reference' always the pure-PyTorch reference (test oracle);
+  'generic'   the CUDA kernels' templates driven on the CPU (``_native.run_generic``): a slow
+              verification backend that executes the CUDA path's arithmetic without a GPU.
 Whatever the backend, during ``torch.onnx.export`` every op runs its lowering to standard ONNX
 operators (:mod:`dlu_mm.ops.export`).
 The native side lives in ``dlu_mm.ops._native``: ``available(op, device_type) -> bool`` and one
@@ -19,7 +21,7 @@ import warnings
 
 from .export import is_onnx_exporting, lowering
 
-BACKENDS = ('auto', 'native', 'reference')
+BACKENDS = ('auto', 'native', 'reference', 'generic')
 _backend = os.environ.get('DLU_MM_OPS_BACKEND', 'auto')
 if _backend not in BACKENDS:
     raise ValueError(f'DLU_MM_OPS_BACKEND must be one of {list(BACKENDS)}, got {_backend!r}')
@@ -80,6 +82,8 @@ def dispatch(op, device_type, reference, args):
 
 def run(op, device_type, reference, args):
     """Run ``op`` natively when allowed and built for ``device_type``, else ``reference``."""
+    if _backend == 'generic':
+        return _native_module().run_generic(op, device_type, args)
     if _backend != 'reference':
         if native_available(op, device_type):
             return getattr(_native_module(), op)(*args)

@@ -18,11 +18,16 @@
 
 #if defined(__CUDACC__)
 #define DLU_HD __host__ __device__ __forceinline__
+#define DLU_UNROLL _Pragma("unroll")
 #else
 #define DLU_HD inline
+#define DLU_UNROLL
 #endif
 
 namespace dlu_mm {
+
+// Threads per block of the CUDA kernels; the generic driver mirrors its block reduction.
+constexpr int kBlockThreads = 256;
 
 template <typename T>
 DLU_HD T dlu_min(T a, T b) { return a < b ? a : b; }
@@ -62,6 +67,11 @@ struct BorderSample {
   DLU_HD acc_t w01() const { return (acc_t(1) - ly) * lx; }
   DLU_HD acc_t w10() const { return ly * (acc_t(1) - lx); }
   DLU_HD acc_t w11() const { return ly * lx; }
+  // Corner c = 2*row + column of (y0, x0), (y0, x1), (y1, x0), (y1, x1): offset and weight.
+  DLU_HD int64_t offset(int c) const { return c == 0 ? o00 : c == 1 ? o01 : c == 2 ? o10 : o11; }
+  DLU_HD acc_t weight(int c) const {
+    return c == 0 ? w00() : c == 1 ? w01() : c == 2 ? w10() : w11();
+  }
   template <typename T>
   DLU_HD acc_t sample(const T* p) const {
     return w00() * static_cast<acc_t>(p[o00]) + w01() * static_cast<acc_t>(p[o01]) +
@@ -135,6 +145,42 @@ struct PlainAdd {
   template <typename T>
   DLU_HD static void add(T* p, T v) { *p += v; }
 };
+
+// Deterministic form of a data-dependent scatter. `rows` independent rows (e.g. one per (n, g)),
+// each with `entries` contributions; entry e of row `row` adds into cell targets(row, e) of that
+// row's `cells` (targets returns `cells` for "no target"). Instead of atomically adding, the
+// entries are sorted by (cell, e): a gather functor then sums cell c's contributions
+// order[row, bounds[row, c] .. bounds[row, c+1]) (key % entries = e) in increasing e, one fixed
+// order on every device, run and thread count. Keys are unique, so any sort gives one result.
+template <typename Targets>
+struct ScatterKeys {
+  Targets targets;
+  int64_t entries;
+  int64_t* keys;
+  DLU_HD void operator()(int64_t idx) const {
+    const int64_t e = idx % entries;
+    keys[idx] = targets(idx / entries, e) * entries + e;
+  }
+};
+
+struct ScatterIndex {
+  at::Tensor order;   // (rows, entries) int64 keys target * entries + e, sorted per row
+  at::Tensor bounds;  // (rows, cells + 1) int64: start of each cell's entries in `order`
+};
+
+template <typename Driver, typename Targets>
+ScatterIndex invert_scatter(int64_t rows, int64_t entries, int64_t cells, const Targets& targets,
+                            const at::TensorOptions& options) {
+  const auto long_options = options.dtype(at::kLong);
+  if (rows * entries == 0)
+    return {at::empty({rows, entries}, long_options), at::zeros({rows, cells + 1}, long_options)};
+  at::Tensor keys = at::empty({rows, entries}, long_options);
+  Driver::for_each(keys.numel(), ScatterKeys<Targets>{targets, entries, keys.data_ptr<int64_t>()});
+  at::Tensor order = std::get<0>(at::sort(keys, -1));
+  at::Tensor starts = at::arange(cells + 1, long_options).mul_(entries);
+  at::Tensor bounds = at::searchsorted(order, starts.expand({rows, cells + 1}).contiguous());
+  return {order, bounds};
+}
 
 // Shared argument checks (run before any kernel, on every device).
 inline void check_float_tensor(const at::Tensor& t, const char* name, int64_t dim,

@@ -38,12 +38,15 @@ void cpu_reduce(int64_t elems, const F& f) {
   });
 }
 
-// The device driver the op templates are instantiated with on CPU.
+// The device driver the op templates are instantiated with on CPU. Its scatter is already
+// deterministic (each slice is summed serially in index order), so the templates keep it under
+// torch.use_deterministic_algorithms(True) (kOrderedScatter).
 struct CpuDriver {
   struct Guard {
     explicit Guard(const c10::Device&) {}
   };
   using Add = PlainAdd;
+  static constexpr bool kOrderedScatter = true;
   template <typename F>
   static void for_each(int64_t n, const F& f) { cpu_for_each(n, f); }
   template <typename F>
@@ -52,9 +55,6 @@ struct CpuDriver {
   }
   template <typename acc_t, typename F>
   static void reduce(int64_t elems, const F& f) { cpu_reduce<acc_t>(elems, f); }
-  template <typename Shape>
-  static at::Tensor kernel_grads(const Shape& sh, const at::Tensor& x,
-                                 const at::Tensor& grad_out);
 };
 
 }  // namespace dlu_mm

@@ -11,7 +11,7 @@
 
 namespace dlu_mm {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kBlockThreads;
 
 template <typename F>
 __global__ void for_each_kernel(int64_t n, F f) {
@@ -63,10 +63,13 @@ void cuda_reduce(int64_t elems, const F& f) {
 }
 
 // The device driver the op templates are instantiated with on CUDA. Scatters use atomicAdd
-// (order-dependent rounding), so they honour torch.use_deterministic_algorithms by raising.
+// (order-dependent rounding): with torch.use_deterministic_algorithms(True) the op templates
+// call their gather formulation instead (kOrderedScatter = false), so `scatter` is only reached
+// in the default mode; the alert stays as a guard against a template that forgets it.
 struct CudaDriver {
   using Guard = c10::cuda::CUDAGuard;
   using Add = AtomicAdd;
+  static constexpr bool kOrderedScatter = false;
   template <typename F>
   static void for_each(int64_t n, const F& f) { cuda_for_each(n, f); }
   template <typename F>
@@ -76,10 +79,6 @@ struct CudaDriver {
   }
   template <typename acc_t, typename F>
   static void reduce(int64_t elems, const F& f) { cuda_reduce<acc_t>(elems, f); }
-  template <typename Shape>  // recomputed inside the kernels instead
-  static at::Tensor kernel_grads(const Shape&, const at::Tensor&, const at::Tensor&) {
-    return at::Tensor();
-  }
 };
 
 }  // namespace dlu_mm

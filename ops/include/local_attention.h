@@ -204,6 +204,51 @@ struct LdaScatter {
   }
 };
 
+// The deterministic key / value gradients. Entry e = 4 * (m * sH*sW + p) + corner of row (n, g)
+// targets that corner's cell of the low-res planes (H*W = "none" for a corner outside); all
+// channels of group g share the locations.
+template <typename scalar_t>
+struct LdaCorners {
+  LdaData<scalar_t> d;
+  DLU_HD int64_t operator()(int64_t ng, int64_t e) const {
+    const LdaShape& sh = d.sh;
+    const int64_t mp = e / 4, corner = e % 4;
+    const auto zs = d.where(ng / sh.G, ng % sh.G, mp / sh.oHW, mp % sh.oHW);
+    return ((zs.valid >> corner) & 1) ? zs.o[corner] : sh.HW;
+  }
+};
+
+// grad_key / grad_value element (n, channel, y, x) over N*channels*H*W: the gather form of
+// LdaScatter, summing the same products over the cell's sorted entries.
+template <typename scalar_t>
+struct LdaGather {
+  using acc_t = at::opmath_type<scalar_t>;
+  LdaData<scalar_t> d;
+  const acc_t* weights;     // (N, nh, P, sH, sW)
+  const scalar_t* factor;   // (N, channels, sH, sW)
+  int64_t channels, per_group, per_head;
+  const int64_t* order;     // ScatterIndex of LdaCorners
+  const int64_t* bounds;
+  acc_t* grad;              // (N, channels, H, W)
+  DLU_HD void operator()(int64_t idx) const {
+    const LdaShape& sh = d.sh;
+    const int64_t cell = idx % sh.HW, nc = idx / sh.HW, c = nc % channels, n = nc / channels;
+    const int64_t g = c / per_group, h = c / per_head, ng = n * sh.G + g;
+    const int64_t entries = 4 * sh.P * sh.oHW;
+    const int64_t* keys = order + ng * entries;
+    const int64_t* range = bounds + ng * (sh.HW + 1) + cell;
+    acc_t acc = 0;
+    for (int64_t i = range[0]; i < range[1]; ++i) {
+      const int64_t e = keys[i] % entries, mp = e / 4, m = mp / sh.oHW, p = mp % sh.oHW;
+      const acc_t f = static_cast<acc_t>(factor[nc * sh.oHW + p]);
+      if (f == acc_t(0)) continue;
+      const acc_t v = weights[((n * sh.nh + h) * sh.P + m) * sh.oHW + p] * f;
+      acc += v * d.where(n, g, m, p).w[e % 4];
+    }
+    grad[idx] = acc;
+  }
+};
+
 // grad_rpb element (h, m, dd) over nh*P*Dh: a reduction over all N*sH*sW pixels.
 template <typename scalar_t>
 struct LdaGradRpb {
@@ -283,13 +328,26 @@ local_attention_backward_impl(const at::Tensor& grad_out_in, const at::Tensor& q
                                                     d, go, a, gl, grad_q.data_ptr<scalar_t>()});
         Driver::for_each(sh.N * sh.G * sh.oHW, LdaGradOffsets<scalar_t>{
                                                    d, go, a, gl, grad_offsets.data_ptr<scalar_t>()});
-        using Scatter = LdaScatter<scalar_t, typename Driver::Add>;
-        Driver::scatter("local_deformable_attention_backward (key gradient)", sh.N * sh.D,
-                        sh.oHW, Scatter{d, gl, q.data_ptr<scalar_t>(), sh.D, sh.Dg, sh.Dh,
-                                        grad_key.data_ptr<acc_t>()});
-        Driver::scatter("local_deformable_attention_backward (value gradient)", sh.N * sh.C,
-                        sh.oHW, Scatter{d, a, go, sh.C, sh.Cg, sh.Ch,
-                                        grad_value.data_ptr<acc_t>()});
+        if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
+          using Scatter = LdaScatter<scalar_t, typename Driver::Add>;
+          Driver::scatter("local_deformable_attention_backward (key gradient)", sh.N * sh.D,
+                          sh.oHW, Scatter{d, gl, q.data_ptr<scalar_t>(), sh.D, sh.Dg, sh.Dh,
+                                          grad_key.data_ptr<acc_t>()});
+          Driver::scatter("local_deformable_attention_backward (value gradient)", sh.N * sh.C,
+                          sh.oHW, Scatter{d, a, go, sh.C, sh.Cg, sh.Ch,
+                                          grad_value.data_ptr<acc_t>()});
+        } else {  // deterministic: one sorted index of the sample corners, two gathers
+          const ScatterIndex index = invert_scatter<Driver>(
+              sh.N * sh.G, 4 * sh.P * sh.oHW, sh.HW, LdaCorners<scalar_t>{d}, q.options());
+          const int64_t* order = index.order.data_ptr<int64_t>();
+          const int64_t* bounds = index.bounds.data_ptr<int64_t>();
+          Driver::for_each(grad_key.numel(),
+                           LdaGather<scalar_t>{d, gl, q.data_ptr<scalar_t>(), sh.D, sh.Dg, sh.Dh,
+                                               order, bounds, grad_key.data_ptr<acc_t>()});
+          Driver::for_each(grad_value.numel(),
+                           LdaGather<scalar_t>{d, a, go, sh.C, sh.Cg, sh.Ch, order, bounds,
+                                               grad_value.data_ptr<acc_t>()});
+        }
         if (rpb.defined())
           Driver::template reduce<acc_t>(
               grad_rpb.numel(),

@@ -11,13 +11,31 @@
 
 namespace dlu_mm {
 
+// Channels per task of the forward and input-gradient functors: a task computes (or samples) a
+// tap's kernel value once and applies it to kChannelTile channels of the group, held in as many
+// accumulators; the channel tiles give the parallelism that a whole-group loop would lose.
+constexpr int kChannelTile = 16;
+// Taps per task of the kernel-gradient functor: one pass over the group's channels reads each
+// grad_out value once for kTapChunk taps (k = 3: one pass, k = 5: two) instead of once per tap.
+constexpr int kTapChunk = 13;
+
 struct ReassembleShape {
   int64_t N, C, H, W, k, G, s;
-  int64_t sH, sW, HW, oHW, kk, r, Cg;
+  int64_t sH, sW, HW, oHW, kk, r, Cg, tiles, tap_chunks;
   ReassembleShape(int64_t N_, int64_t C_, int64_t H_, int64_t W_, int64_t k_, int64_t G_,
                   int64_t s_)
       : N(N_), C(C_), H(H_), W(W_), k(k_), G(G_), s(s_), sH(H_ * s_), sW(W_ * s_),
-        HW(H_ * W_), oHW(H_ * s_ * W_ * s_), kk(k_ * k_), r((k_ - 1) / 2), Cg(C_ / G_) {}
+        HW(H_ * W_), oHW(H_ * s_ * W_ * s_), kk(k_ * k_), r((k_ - 1) / 2), Cg(C_ / G_),
+        tiles((C_ / G_ + kChannelTile - 1) / kChannelTile),
+        tap_chunks((k_ * k_ + kTapChunk - 1) / kTapChunk) {}
+  // Task (n, g, channel tile, pixel) of the tiled functors: its first channel and tile size.
+  DLU_HD void tile_of(int64_t task, int64_t& n, int64_t& g, int64_t& c0, int& count) const {
+    const int64_t tile = task % tiles, ng = task / tiles;
+    g = ng % G;
+    n = ng / G;
+    c0 = g * Cg + tile * kChannelTile;
+    count = static_cast<int>(dlu_min<int64_t>(kChannelTile, Cg - tile * kChannelTile));
+  }
 };
 
 // Dense kernels (N, G*k*k, sH, sW): tap t of output pixel (i', j').
@@ -59,7 +77,9 @@ struct SampledKernels {
   }
 };
 
-// Output element (n, c, i', j') over N*C*sH*sW.
+// Output pixel (i', j') of channel tile (n, g, tile), over N*G*tiles*sH*sW (pixel fastest:
+// neighbouring threads read neighbouring kernels / offsets and write neighbouring outputs).
+// Each tap's kernel value is read (DLU: bilinearly sampled) once for the tile's channels.
 template <typename scalar_t, typename Kernels>
 struct ReassembleForward {
   using acc_t = at::opmath_type<scalar_t>;
@@ -68,27 +88,39 @@ struct ReassembleForward {
   Kernels kernels;
   scalar_t* out;
   DLU_HD void operator()(int64_t idx) const {
-    const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, nc = idx / sh.oHW;
-    const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
+    const int64_t p = idx % sh.oHW, jo = p % sh.sW, io = p / sh.sW;
+    int64_t n, g, c0;
+    int count;
+    sh.tile_of(idx / sh.oHW, n, g, c0, count);
     const int64_t i = io / sh.s, j = jo / sh.s;
-    const scalar_t* xp = x + nc * sh.HW;
+    const scalar_t* xp = x + (n * sh.C + c0) * sh.HW;
     const auto taps = kernels.taps(sh, n, g, io, jo);
-    acc_t acc = 0;
+    acc_t acc[kChannelTile];
+    DLU_UNROLL
+    for (int c = 0; c < kChannelTile; ++c) acc[c] = acc_t(0);
     for (int64_t ky = 0; ky < sh.k; ++ky) {
       const int64_t iy = i + ky - sh.r;
       if (iy < 0 || iy >= sh.H) continue;
       for (int64_t kx = 0; kx < sh.k; ++kx) {
         const int64_t ix = j + kx - sh.r;
         if (ix < 0 || ix >= sh.W) continue;
-        acc += taps(ky * sh.k + kx) * static_cast<acc_t>(xp[iy * sh.W + ix]);
+        const acc_t w = taps(ky * sh.k + kx);
+        const scalar_t* xc = xp + iy * sh.W + ix;
+        DLU_UNROLL
+        for (int c = 0; c < kChannelTile; ++c)
+          if (c < count) acc[c] += w * static_cast<acc_t>(xc[c * sh.HW]);
       }
     }
-    out[idx] = static_cast<scalar_t>(acc);
+    scalar_t* o = out + (n * sh.C + c0) * sh.oHW + p;
+    DLU_UNROLL
+    for (int c = 0; c < kChannelTile; ++c)
+      if (c < count) o[c * sh.oHW] = static_cast<scalar_t>(acc[c]);
   }
 };
 
-// grad_x element (n, c, iy, ix) over N*C*H*W: gathers from every output pixel whose window
-// holds (iy, ix), i.e. the s*s children of each parent (i, j) within r of (iy, ix).
+// grad_x pixel (iy, ix) of channel tile (n, g, tile), over N*G*tiles*H*W: gathers from every
+// output pixel whose window holds (iy, ix), i.e. the s*s children of each parent (i, j) within
+// r of (iy, ix); each kernel value is read (sampled) once for the tile's channels.
 template <typename scalar_t, typename Kernels>
 struct ReassembleGradInput {
   using acc_t = at::opmath_type<scalar_t>;
@@ -97,10 +129,14 @@ struct ReassembleGradInput {
   Kernels kernels;
   scalar_t* grad_x;
   DLU_HD void operator()(int64_t idx) const {
-    const int64_t ix = idx % sh.W, iy = (idx / sh.W) % sh.H, nc = idx / sh.HW;
-    const int64_t c = nc % sh.C, n = nc / sh.C, g = c / sh.Cg;
-    const scalar_t* go = grad_out + nc * sh.oHW;
-    acc_t acc = 0;
+    const int64_t q = idx % sh.HW, ix = q % sh.W, iy = q / sh.W;
+    int64_t n, g, c0;
+    int count;
+    sh.tile_of(idx / sh.HW, n, g, c0, count);
+    const scalar_t* go = grad_out + (n * sh.C + c0) * sh.oHW;
+    acc_t acc[kChannelTile];
+    DLU_UNROLL
+    for (int c = 0; c < kChannelTile; ++c) acc[c] = acc_t(0);
     for (int64_t i = dlu_max<int64_t>(iy - sh.r, 0); i <= dlu_min(iy + sh.r, sh.H - 1); ++i) {
       const int64_t ky = iy - i + sh.r;
       for (int64_t j = dlu_max<int64_t>(ix - sh.r, 0); j <= dlu_min(ix + sh.r, sh.W - 1); ++j) {
@@ -109,44 +145,58 @@ struct ReassembleGradInput {
           const int64_t io = i * sh.s + dy;
           for (int64_t dx = 0; dx < sh.s; ++dx) {
             const int64_t jo = j * sh.s + dx;
-            acc += kernels.taps(sh, n, g, io, jo)(t) *
-                   static_cast<acc_t>(go[io * sh.sW + jo]);
+            const acc_t w = kernels.taps(sh, n, g, io, jo)(t);
+            const scalar_t* gc = go + io * sh.sW + jo;
+            DLU_UNROLL
+            for (int c = 0; c < kChannelTile; ++c)
+              if (c < count) acc[c] += w * static_cast<acc_t>(gc[c * sh.oHW]);
           }
         }
       }
     }
-    grad_x[idx] = static_cast<scalar_t>(acc);
+    scalar_t* gx = grad_x + (n * sh.C + c0) * sh.HW + q;
+    DLU_UNROLL
+    for (int c = 0; c < kChannelTile; ++c)
+      if (c < count) gx[c * sh.HW] = static_cast<scalar_t>(acc[c]);
   }
 };
 
-// d loss / d K[n, g*k*k+t, i', j'] = sum_{c in group g} grad_out[n,c,i',j'] * X[n,c,tap t].
-template <typename scalar_t>
-DLU_HD at::opmath_type<scalar_t> kernel_grad(const ReassembleShape& sh, const scalar_t* x,
-                                              const scalar_t* grad_out, int64_t n, int64_t g,
-                                              int64_t t, int64_t io, int64_t jo) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t iy = io / sh.s + t / sh.k - sh.r, ix = jo / sh.s + t % sh.k - sh.r;
-  if (iy < 0 || iy >= sh.H || ix < 0 || ix >= sh.W) return acc_t(0);
-  const int64_t c0 = n * sh.C + g * sh.Cg;
-  const scalar_t* xp = x + c0 * sh.HW + iy * sh.W + ix;
-  const scalar_t* go = grad_out + c0 * sh.oHW + io * sh.sW + jo;
-  acc_t acc = 0;
-  for (int64_t c = 0; c < sh.Cg; ++c)
-    acc += static_cast<acc_t>(go[c * sh.oHW]) * static_cast<acc_t>(xp[c * sh.HW]);
-  return acc;
-}
-
-// grad_kernels element (n, g*k*k+t, i', j') over N*G*k*k*sH*sW.
-template <typename scalar_t>
+// grad_kernels of output pixel (i', j') for tap chunk (n, g, chunk), over
+// N*G*tap_chunks*sH*sW (pixel fastest): d loss / d K[n, g*k*k+t, i', j'] for its kTapChunk taps
+// in one pass over the group's channels (each term as in kernel_grad, channels in order).
+// out_t = acc_t: the buffer of d loss / d sampled kernels of guided_reassemble's backward.
+template <typename scalar_t, typename out_t = scalar_t>
 struct ReassembleGradKernels {
+  using acc_t = at::opmath_type<scalar_t>;
   ReassembleShape sh;
   const scalar_t* x;
   const scalar_t* grad_out;
-  scalar_t* grad_kernels;
+  out_t* grad_kernels;
   DLU_HD void operator()(int64_t idx) const {
-    const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, rest = idx / sh.oHW;
-    const int64_t t = rest % sh.kk, n = rest / sh.kk / sh.G, g = (rest / sh.kk) % sh.G;
-    grad_kernels[idx] = static_cast<scalar_t>(kernel_grad(sh, x, grad_out, n, g, t, io, jo));
+    const int64_t p = idx % sh.oHW, jo = p % sh.sW, io = p / sh.sW, task = idx / sh.oHW;
+    const int64_t t0 = (task % sh.tap_chunks) * kTapChunk, ng = task / sh.tap_chunks;
+    const int64_t n = ng / sh.G, g = ng % sh.G, i = io / sh.s, j = jo / sh.s;
+    int64_t tap[kTapChunk];  // offset of each tap in an input plane, -1 outside / past k*k
+    acc_t acc[kTapChunk];
+    DLU_UNROLL
+    for (int u = 0; u < kTapChunk; ++u) {
+      const int64_t t = t0 + u, iy = i + t / sh.k - sh.r, ix = j + t % sh.k - sh.r;
+      tap[u] = (t < sh.kk && iy >= 0 && iy < sh.H && ix >= 0 && ix < sh.W) ? iy * sh.W + ix : -1;
+      acc[u] = acc_t(0);
+    }
+    const int64_t c0 = n * sh.C + g * sh.Cg;
+    const scalar_t* xp = x + c0 * sh.HW;
+    const scalar_t* go = grad_out + c0 * sh.oHW + p;
+    for (int64_t c = 0; c < sh.Cg; ++c) {
+      const acc_t v = static_cast<acc_t>(go[c * sh.oHW]);
+      DLU_UNROLL
+      for (int u = 0; u < kTapChunk; ++u)
+        if (tap[u] >= 0) acc[u] += v * static_cast<acc_t>(xp[c * sh.HW + tap[u]]);
+    }
+    out_t* out = grad_kernels + (ng * sh.kk + t0) * sh.oHW + p;
+    DLU_UNROLL
+    for (int u = 0; u < kTapChunk; ++u)
+      if (t0 + u < sh.kk) out[u * sh.oHW] = static_cast<out_t>(acc[u]);
   }
 };
 
@@ -155,11 +205,9 @@ template <typename scalar_t>
 struct GuidedGradOffsets {
   using acc_t = at::opmath_type<scalar_t>;
   ReassembleShape sh;
-  const scalar_t* x;
-  const scalar_t* grad_out;
   SampledKernels<scalar_t> kernels;
   scalar_t* grad_offsets;
-  const acc_t* kernel_grads;  // precomputed (N, G*k*k, sH, sW) or nullptr: recompute
+  const acc_t* kernel_grads;  // d loss / d sampled kernels (N, G*k*k, sH, sW)
   DLU_HD void operator()(int64_t idx) const {
     const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, ng = idx / sh.oHW;
     const int64_t g = ng % sh.G, n = ng / sh.G;
@@ -167,8 +215,7 @@ struct GuidedGradOffsets {
     const scalar_t* ks = kernels.kernel_space + ng * sh.kk * sh.HW;
     acc_t gy = 0, gx = 0;
     for (int64_t t = 0; t < sh.kk; ++t) {
-      const acc_t gk = kernel_grads ? kernel_grads[(ng * sh.kk + t) * sh.oHW + io * sh.sW + jo]
-                                    : kernel_grad(sh, x, grad_out, n, g, t, io, jo);
+      const acc_t gk = kernel_grads[(ng * sh.kk + t) * sh.oHW + io * sh.sW + jo];
       gy += gk * bs.dy(ks + t * sh.HW);
       gx += gk * bs.dx(ks + t * sh.HW);
     }
@@ -184,16 +231,13 @@ template <typename scalar_t, typename Add>
 struct GuidedScatterKernelSpace {
   using acc_t = at::opmath_type<scalar_t>;
   ReassembleShape sh;
-  const scalar_t* x;
-  const scalar_t* grad_out;
   SampledKernels<scalar_t> kernels;
   acc_t* grad_kernel_space;
-  const acc_t* kernel_grads;  // precomputed (N, G*k*k, sH, sW) or nullptr: recompute
+  const acc_t* kernel_grads;  // d loss / d sampled kernels (N, G*k*k, sH, sW)
   DLU_HD void operator()(int64_t idx) const {
     const int64_t jo = idx % sh.sW, io = (idx / sh.sW) % sh.sH, plane = idx / sh.oHW;
-    const int64_t t = plane % sh.kk, g = (plane / sh.kk) % sh.G, n = plane / sh.kk / sh.G;
-    const acc_t gk =
-        kernel_grads ? kernel_grads[idx] : kernel_grad(sh, x, grad_out, n, g, t, io, jo);
+    const int64_t g = (plane / sh.kk) % sh.G, n = plane / sh.kk / sh.G;
+    const acc_t gk = kernel_grads[idx];
     if (gk == acc_t(0)) return;
     const BorderSample<acc_t> bs = kernels.where(sh, n, g, io, jo);
     acc_t* p = grad_kernel_space + plane * sh.HW;
@@ -201,6 +245,48 @@ struct GuidedScatterKernelSpace {
     Add::add(p + bs.o01, gk * bs.w01());
     Add::add(p + bs.o10, gk * bs.w10());
     Add::add(p + bs.o11, gk * bs.w11());
+  }
+};
+
+// The deterministic kernel-space gradient. Entry e = 4 * output pixel + corner of row (n, g)
+// targets the corner's kernel-space cell; every tap t of the group shares the location.
+template <typename scalar_t>
+struct GuidedCorners {
+  using acc_t = at::opmath_type<scalar_t>;
+  ReassembleShape sh;
+  SampledKernels<scalar_t> kernels;
+  DLU_HD int64_t operator()(int64_t ng, int64_t e) const {
+    const int64_t p = e / 4;
+    return kernels.where(sh, ng / sh.G, ng % sh.G, p / sh.sW, p % sh.sW)
+        .offset(static_cast<int>(e % 4));
+  }
+};
+
+// grad_kernel_space element (n, g*k*k+t, y, x) over N*G*k*k*H*W: the gather form of
+// GuidedScatterKernelSpace, summing the same products over the cell's sorted entries.
+template <typename scalar_t>
+struct GuidedGatherKernelSpace {
+  using acc_t = at::opmath_type<scalar_t>;
+  ReassembleShape sh;
+  SampledKernels<scalar_t> kernels;
+  const acc_t* kernel_grads;  // (N, G*k*k, sH, sW)
+  const int64_t* order;       // ScatterIndex of GuidedCorners
+  const int64_t* bounds;
+  acc_t* grad_kernel_space;
+  DLU_HD void operator()(int64_t idx) const {
+    const int64_t cell = idx % sh.HW, plane = idx / sh.HW, ng = plane / sh.kk;
+    const int64_t entries = 4 * sh.oHW;
+    const int64_t* keys = order + ng * entries;
+    const int64_t* range = bounds + ng * (sh.HW + 1) + cell;
+    acc_t acc = 0;
+    for (int64_t i = range[0]; i < range[1]; ++i) {
+      const int64_t e = keys[i] % entries, p = e / 4;
+      const acc_t gk = kernel_grads[plane * sh.oHW + p];
+      if (gk == acc_t(0)) continue;
+      const BorderSample<acc_t> bs = kernels.where(sh, ng / sh.G, ng % sh.G, p / sh.sW, p % sh.sW);
+      acc += gk * bs.weight(static_cast<int>(e % 4));
+    }
+    grad_kernel_space[idx] = acc;
   }
 };
 
@@ -220,7 +306,8 @@ at::Tensor reassemble_impl(const at::Tensor& x_in, const at::Tensor& kernels_in,
   const at::Tensor x = x_in.contiguous(), kernels = kernels_in.contiguous();
   at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "reassemble", [&] {
-    Driver::for_each(out.numel(), ReassembleForward<scalar_t, DenseKernels<scalar_t>>{
+    Driver::for_each(sh.N * sh.G * sh.tiles * sh.oHW,
+                     ReassembleForward<scalar_t, DenseKernels<scalar_t>>{
         sh, x.data_ptr<scalar_t>(), {kernels.data_ptr<scalar_t>()}, out.data_ptr<scalar_t>()});
   });
   return out;
@@ -238,10 +325,11 @@ std::tuple<at::Tensor, at::Tensor> reassemble_backward_impl(
   at::Tensor grad_x = at::empty_like(x), grad_kernels = at::empty_like(kernels);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "reassemble_backward", [&] {
-        Driver::for_each(grad_x.numel(), ReassembleGradInput<scalar_t, DenseKernels<scalar_t>>{
+        Driver::for_each(sh.N * sh.G * sh.tiles * sh.HW,
+                         ReassembleGradInput<scalar_t, DenseKernels<scalar_t>>{
             sh, grad_out.data_ptr<scalar_t>(), {kernels.data_ptr<scalar_t>()},
             grad_x.data_ptr<scalar_t>()});
-        Driver::for_each(grad_kernels.numel(), ReassembleGradKernels<scalar_t>{
+        Driver::for_each(sh.N * sh.G * sh.tap_chunks * sh.oHW, ReassembleGradKernels<scalar_t>{
             sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
             grad_kernels.data_ptr<scalar_t>()});
       });
@@ -261,7 +349,8 @@ at::Tensor guided_reassemble_impl(const at::Tensor& x_in, const at::Tensor& kern
   at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "guided_reassemble", [&] {
-        Driver::for_each(out.numel(), ReassembleForward<scalar_t, SampledKernels<scalar_t>>{
+        Driver::for_each(sh.N * sh.G * sh.tiles * sh.oHW,
+                         ReassembleForward<scalar_t, SampledKernels<scalar_t>>{
             sh, x.data_ptr<scalar_t>(),
             {kernel_space.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>()},
             out.data_ptr<scalar_t>()});
@@ -289,21 +378,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
         using acc_t = at::opmath_type<scalar_t>;
         const SampledKernels<scalar_t> kernels{kernel_space.data_ptr<scalar_t>(),
                                                offsets.data_ptr<scalar_t>()};
-        Driver::for_each(grad_x.numel(), ReassembleGradInput<scalar_t, SampledKernels<scalar_t>>{
-            sh, grad_out.data_ptr<scalar_t>(), kernels, grad_x.data_ptr<scalar_t>()});
-        // d loss / d sampled kernels: recomputed per use on CUDA; on CPU one (N, G*k*k, sH,
-        // sW) buffer (G*k*k/C of grad_out's size) from cache-friendly row sums, since a
-        // per-element channel loop there strides through memory.
-        const at::Tensor kernel_grads = Driver::kernel_grads(sh, x, grad_out);
-        const acc_t* kg = kernel_grads.defined() ? kernel_grads.data_ptr<acc_t>() : nullptr;
+        const scalar_t* xp = x.data_ptr<scalar_t>();
+        const scalar_t* go = grad_out.data_ptr<scalar_t>();
+        acc_t* grad_ks = grad_ks_acc.data_ptr<acc_t>();
+        Driver::for_each(sh.N * sh.G * sh.tiles * sh.HW,
+                         ReassembleGradInput<scalar_t, SampledKernels<scalar_t>>{
+            sh, go, kernels, grad_x.data_ptr<scalar_t>()});
+        // d loss / d sampled kernels once into an (N, G*k*k, sH, sW) buffer (G*k*k/C of
+        // grad_out's size): both the offset and the kernel-space gradients read it.
+        at::Tensor kernel_grads =
+            at::empty({sh.N, sh.G * sh.kk, sh.sH, sh.sW}, x.options().dtype(acc_dtype));
+        acc_t* kg = kernel_grads.data_ptr<acc_t>();
+        Driver::for_each(sh.N * sh.G * sh.tap_chunks * sh.oHW,
+                         ReassembleGradKernels<scalar_t, acc_t>{sh, xp, go, kg});
         Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
-            sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), kernels,
-            grad_offsets.data_ptr<scalar_t>(), kg});
-        Driver::scatter("guided_reassemble_backward (kernel_space gradient)",
-                        sh.N * sh.G * sh.kk, sh.oHW,
-                        GuidedScatterKernelSpace<scalar_t, typename Driver::Add>{
-                            sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), kernels,
-                            grad_ks_acc.data_ptr<acc_t>(), kg});
+            sh, kernels, grad_offsets.data_ptr<scalar_t>(), kg});
+        if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
+          Driver::scatter("guided_reassemble_backward (kernel_space gradient)",
+                          sh.N * sh.G * sh.kk, sh.oHW,
+                          GuidedScatterKernelSpace<scalar_t, typename Driver::Add>{
+                              sh, kernels, grad_ks, kg});
+        } else {  // deterministic: every kernel-space cell gathers in one fixed order
+          const ScatterIndex index = invert_scatter<Driver>(
+              sh.N * sh.G, 4 * sh.oHW, sh.HW, GuidedCorners<scalar_t>{sh, kernels}, x.options());
+          Driver::for_each(grad_ks_acc.numel(), GuidedGatherKernelSpace<scalar_t>{
+              sh, kernels, kg, index.order.data_ptr<int64_t>(),
+              index.bounds.data_ptr<int64_t>(), grad_ks});
+        }
       });
   return {grad_x, grad_ks_acc.to(x.scalar_type()), grad_offsets};
 }

@@ -4,6 +4,11 @@ For reassemble there is a third baseline, 'unfold': the naive CARAFE-by-unfold f
 PyTorch ports use (unfold X with padding -> repeat nearest by s -> weight -> sum), which holds
 k*k copies of the output. Our reference is a smarter einsum, so the table gives both ratios.
 
+The 'copy' row is the bandwidth limit: torch.clone of as many bytes as the op must at least move
+(forward: its inputs + its output; forward+backward: 3 x inputs + 2 x output, i.e. the forward,
+then reading inputs and grad_out and writing the input gradients). The '% of copy' columns read
+each implementation's time as a fraction of that limit (100% = as fast as a copy of its bytes).
+
 For each op, dtype, device and FPN shape (N=2, C=256, the P5..P2 maps of an 800x1216 image,
 upsampled x2) it measures the forward and forward+backward time (median of repeats) and peak
 memory, and prints a markdown table.
@@ -28,7 +33,7 @@ import time
 
 import torch
 
-IMPL_LABELS = {'unfold': 'unfold (naive CARAFE)'}
+IMPL_LABELS = {'unfold': 'unfold (naive CARAFE)', 'copy': 'copy limit (clone of its bytes)'}
 OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention')
 FPN_SHAPES = ('25x38', '50x76', '100x152', '200x304')  # P5..P2 of 800x1216
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16,
@@ -72,6 +77,18 @@ def reassemble_unfold(x, kernels, k, groups=1, scale_factor=2):
     return (cols * weights).sum(3).view(n, c, h * s, w * s)
 
 
+def copy_bytes(tensors, out_numel, backward):
+    """Bytes an op must at least move: inputs + output (forward), 3 x inputs + 2 x output."""
+    elem = tensors[0].element_size()
+    inputs = sum(t.numel() for t in tensors if isinstance(t, torch.Tensor)) * elem
+    out = out_numel * elem
+    return 3 * inputs + 2 * out if backward else inputs + out
+
+
+def output_numel(op, n, c, h, w):
+    return n * c * h * w if op == 'ddf' else n * c * 4 * h * w
+
+
 def implementation(op, impl):
     if impl == 'unfold':  # reassemble only
         return reassemble_unfold
@@ -102,10 +119,13 @@ def measure(spec):
     device = spec['device']
     h, w = map(int, spec['shape'].split('x'))
     backward = spec['mode'] == 'fwd+bwd'
-    fn = implementation(spec['op'], spec['impl'])
+    fn = None if spec['impl'] == 'copy' else implementation(spec['op'], spec['impl'])
+    copy_source = torch.empty(64, dtype=torch.uint8, device=device)
     cuda = device == 'cuda'
 
     def step():
+        if spec['impl'] == 'copy':  # clone reads and writes its bytes: half of them
+            return copy_source.clone()
         out = fn(*tensors, *args)
         if backward:
             out.backward(torch.ones_like(out))
@@ -126,6 +146,10 @@ def measure(spec):
     tensors, args = make_inputs(spec['op'], spec['batch'], spec['channels'], h, w,
                                 DTYPES[spec['dtype']], device)
     tensors = [t.requires_grad_(backward) for t in tensors]
+    if spec['impl'] == 'copy':
+        nbytes = copy_bytes(tensors, output_numel(spec['op'], spec['batch'], spec['channels'], h,
+                                                  w), backward)
+        copy_source = torch.empty(nbytes // 2, dtype=torch.uint8, device=device)
     if cuda:
         step()  # kernels loaded at this size
         sync()
@@ -181,8 +205,8 @@ def main():
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--channels', type=int, default=256)
     parser.add_argument('--repeats', type=int, default=None)
-    parser.add_argument('--impls', nargs='+', default=['native', 'reference', 'unfold'],
-                        choices=['native', 'reference', 'unfold'],
+    parser.add_argument('--impls', nargs='+', default=['native', 'reference', 'unfold', 'copy'],
+                        choices=['native', 'reference', 'unfold', 'copy'],
                         help="'unfold' (naive CARAFE by unfold) runs for reassemble only")
     parser.add_argument('--quick', action='store_true', help='P5 and P4 only, 3 repeats')
     parser.add_argument('--timeout', type=int, default=600, help='seconds per measurement')
@@ -222,19 +246,24 @@ def main():
                     ratios = []
                     for base in ('reference', 'unfold'):
                         ref = results.get((base, 'fwd+bwd'), {'error': ''})
-                        if impl in ('reference', base) or 'error' in ref or 'error' in both:
+                        if impl in ('reference', 'copy', base) or 'error' in ref or 'error' in both:
                             ratios += ['-', '-']
                         else:
                             ratios += [f'{ref["ms"] / both["ms"]:.1f}x',
                                        f'{ref["peak_mb"] / max(both["peak_mb"], 0.1):.1f}x']
+                    limits = []
+                    for mode, result in (('fwd', fwd), ('fwd+bwd', both)):
+                        copy = results.get(('copy', mode), {'error': ''})
+                        limits.append('-' if 'error' in copy or 'error' in result else
+                                      f'{100 * copy["ms"] / result["ms"]:.0f}%')
                     rows.append([op, f'({args.batch},{args.channels},{shape.replace("x", ",")}) x2',
                                  dtype, args.device, IMPL_LABELS.get(impl, impl), fmt(fwd, 'ms'),
                                  fmt(both, 'ms'), fmt(fwd, 'peak_mb'), fmt(both, 'peak_mb'),
-                                 *ratios])
+                                 *ratios, *limits])
     header = ['op', 'input (N,C,H,W)', 'dtype', 'device', 'impl', 'fwd ms', 'fwd+bwd ms',
               'fwd peak MB', 'fwd+bwd peak MB', 'fwd+bwd speed-up vs ref',
               'fwd+bwd memory ref/this', 'fwd+bwd speed-up vs unfold',
-              'fwd+bwd memory unfold/this']
+              'fwd+bwd memory unfold/this', 'fwd % of copy', 'fwd+bwd % of copy']
     print(f'\ntorch {torch.__version__}, threads {torch.get_num_threads()}, '
           f'repeats {repeats} (median)'
           + (f', {torch.cuda.get_device_name()}' if args.device == 'cuda' else ''))

@@ -227,12 +227,6 @@ at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tens
   return out;
 }
 
-template <>
-at::Tensor CpuDriver::kernel_grads(const ReassembleShape& sh, const at::Tensor& x,
-                                   const at::Tensor& grad_out) {
-  return reassemble_kernel_grads_cpu(sh, x, grad_out);
-}
-
 at::Tensor reassemble_cpu(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t k,
                           int64_t groups, int64_t scale_factor) {
   const ReassembleShape sh =
@@ -319,12 +313,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_cpu(
         const at::Tensor kernel_grads = reassemble_kernel_grads_cpu(sh, x, grad_out);
         const acc_t* kg = kernel_grads.data_ptr<acc_t>();
         cpu_for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
-            sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(), rows.kernels,
-            grad_offsets.data_ptr<scalar_t>(), kg});
+            sh, rows.kernels, grad_offsets.data_ptr<scalar_t>(), kg});
         cpu_for_each_slice(sh.N * sh.G * sh.kk, sh.oHW,
                            GuidedScatterKernelSpace<scalar_t, PlainAdd>{
-                               sh, x.data_ptr<scalar_t>(), grad_out.data_ptr<scalar_t>(),
-                               rows.kernels, grad_ks_acc.data_ptr<acc_t>(), kg});
+                               sh, rows.kernels, grad_ks_acc.data_ptr<acc_t>(), kg});
       });
   return {grad_x, grad_ks_acc.to(x.scalar_type()), grad_offsets};
 }

@@ -1,0 +1,108 @@
+// The 'generic' verification backend (dlu_mm.ops.set_backend('generic')): the op templates of
+// ops/include/ instantiated with GenericCpuDriver (dlu_generic.h), i.e. exactly the functors and
+// index spaces the CUDA kernels run, executed on the CPU. It shares nothing with the fast CPU
+// kernels of ops/csrc/<op>/*_cpu.cpp, so the CUDA path's arithmetic is tested on every stack,
+// GPU or not. Registered as torch.ops.dlu_mm.generic_<op> (+ _backward), CPU only.
+#include <torch/library.h>
+
+#include "ddf.h"
+#include "dlu_generic.h"
+#include "local_attention.h"
+#include "reassemble.h"
+
+namespace dlu_mm {
+namespace {
+
+using Driver = GenericCpuDriver;
+
+at::Tensor generic_reassemble(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
+                              int64_t groups, int64_t scale_factor) {
+  return reassemble_impl<Driver>(x, kernels, k, groups, scale_factor);
+}
+
+std::tuple<at::Tensor, at::Tensor> generic_reassemble_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& kernels, int64_t k,
+    int64_t groups, int64_t scale_factor) {
+  return reassemble_backward_impl<Driver>(grad_out, x, kernels, k, groups, scale_factor);
+}
+
+at::Tensor generic_guided_reassemble(const at::Tensor& x, const at::Tensor& kernel_space,
+                                     const at::Tensor& offsets, int64_t k, int64_t groups,
+                                     int64_t scale_factor) {
+  return guided_reassemble_impl<Driver>(x, kernel_space, offsets, k, groups, scale_factor);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> generic_guided_reassemble_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& kernel_space,
+    const at::Tensor& offsets, int64_t k, int64_t groups, int64_t scale_factor) {
+  return guided_reassemble_backward_impl<Driver>(grad_out, x, kernel_space, offsets, k, groups,
+                                                 scale_factor);
+}
+
+at::Tensor generic_ddf(const at::Tensor& x, const at::Tensor& channel_filter,
+                       const at::Tensor& spatial_filter, int64_t k, int64_t dilation,
+                       int64_t stride, c10::string_view combine) {
+  return ddf_impl<Driver>(x, channel_filter, spatial_filter, k, dilation, stride,
+                          std::string(combine));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> generic_ddf_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& channel_filter,
+    const at::Tensor& spatial_filter, int64_t k, int64_t dilation, int64_t stride,
+    c10::string_view combine) {
+  return ddf_backward_impl<Driver>(grad_out, x, channel_filter, spatial_filter, k, dilation,
+                                   stride, std::string(combine));
+}
+
+at::Tensor generic_local_attention(const at::Tensor& q, const at::Tensor& key,
+                                   const at::Tensor& value, const at::Tensor& offsets,
+                                   const c10::optional<at::Tensor>& rpb, int64_t num_heads,
+                                   int64_t groups) {
+  return local_attention_impl<Driver>(q, key, value, offsets, rpb, num_heads, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+generic_local_attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                 const at::Tensor& key, const at::Tensor& value,
+                                 const at::Tensor& offsets, const c10::optional<at::Tensor>& rpb,
+                                 int64_t num_heads, int64_t groups) {
+  return local_attention_backward_impl<Driver>(grad_out, q, key, value, offsets, rpb, num_heads,
+                                               groups);
+}
+
+}  // namespace
+}  // namespace dlu_mm
+
+// Same schemas as the ops of register.cpp, with the generic_ prefix.
+TORCH_LIBRARY_FRAGMENT(dlu_mm, m) {
+  m.def("generic_reassemble(Tensor x, Tensor kernels, int k, int groups, int scale_factor) "
+        "-> Tensor");
+  m.def("generic_reassemble_backward(Tensor grad_out, Tensor x, Tensor kernels, int k, "
+        "int groups, int scale_factor) -> (Tensor, Tensor)");
+  m.def("generic_guided_reassemble(Tensor x, Tensor kernel_space, Tensor offsets, int k, "
+        "int groups, int scale_factor) -> Tensor");
+  m.def("generic_guided_reassemble_backward(Tensor grad_out, Tensor x, Tensor kernel_space, "
+        "Tensor offsets, int k, int groups, int scale_factor) -> (Tensor, Tensor, Tensor)");
+  m.def("generic_ddf(Tensor x, Tensor channel_filter, Tensor spatial_filter, int k, "
+        "int dilation, int stride, str combine) -> Tensor");
+  m.def("generic_ddf_backward(Tensor grad_out, Tensor x, Tensor channel_filter, "
+        "Tensor spatial_filter, int k, int dilation, int stride, str combine) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("generic_local_deformable_attention(Tensor q, Tensor key, Tensor value, "
+        "Tensor offsets, Tensor? rpb, int num_heads, int groups) -> Tensor");
+  m.def("generic_local_deformable_attention_backward(Tensor grad_out, Tensor q, Tensor key, "
+        "Tensor value, Tensor offsets, Tensor? rpb, int num_heads, int groups) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
+  m.impl("generic_reassemble", &dlu_mm::generic_reassemble);
+  m.impl("generic_reassemble_backward", &dlu_mm::generic_reassemble_backward);
+  m.impl("generic_guided_reassemble", &dlu_mm::generic_guided_reassemble);
+  m.impl("generic_guided_reassemble_backward", &dlu_mm::generic_guided_reassemble_backward);
+  m.impl("generic_ddf", &dlu_mm::generic_ddf);
+  m.impl("generic_ddf_backward", &dlu_mm::generic_ddf_backward);
+  m.impl("generic_local_deformable_attention", &dlu_mm::generic_local_attention);
+  m.impl("generic_local_deformable_attention_backward",
+         &dlu_mm::generic_local_attention_backward);
+}
