@@ -248,10 +248,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ddf_backward_cpu(
   check_grad_out(grad_out_in, x_in, sh.C, sh.Ho, sh.Wo);
   const at::Tensor x = x_in.contiguous(), channel = channel_filter.contiguous();
   const at::Tensor spatial = spatial_filter.contiguous(), grad_out = grad_out_in.contiguous();
-  // grad_x is zero where no tap reaches (e.g. the columns a stride skips)
-  at::Tensor grad_x = at::zeros_like(x), grad_channel = at::zeros_like(channel);
-  at::Tensor grad_spatial = at::zeros_like(spatial);
-  if (grad_out.numel() == 0 || x.numel() == 0) return {grad_x, grad_channel, grad_spatial};
+  if (grad_out.numel() == 0 || x.numel() == 0)  // no output: every gradient is 0
+    return {at::zeros_like(x), at::zeros_like(channel), at::zeros_like(spatial)};
+  // every element of the three is written below (grad_x planes in full, from their buffers)
+  at::Tensor grad_x = at::empty_like(x), grad_channel = at::empty_like(channel);
+  at::Tensor grad_spatial = at::empty_like(spatial);
   const auto acc_dtype = at::toOpMathType(x.scalar_type());
   // per output row shares of grad_channel: (N, Ho, C, k*k)
   at::Tensor partial = at::empty({sh.N, sh.Ho, sh.C, sh.kk}, x.options().dtype(acc_dtype));
