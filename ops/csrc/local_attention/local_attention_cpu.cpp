@@ -67,82 +67,133 @@ inline acc_t gather4(const acc_t* w, const int32_t* o, const T* p) {
          w[2] * static_cast<acc_t>(p[o[2]]) + w[3] * static_cast<acc_t>(p[o[3]]);
 }
 
-// a[(h*P + m)*sW + jo] = softmax over m of scale * sum_d q (K_s + rpb), for the row's pixels.
-template <typename scalar_t>
-void row_attention(const LdaData<scalar_t>& d, const RowPoints<scalar_t>& pts, int64_t n,
-                   int64_t io, at::opmath_type<scalar_t>* a) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const LdaShape& sh = d.sh;
-  std::fill(a, a + sh.nh * sh.P * sh.sW, acc_t(0));
-  for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
-    const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
-    for (int64_t dd = 0; dd < sh.D; ++dd) {
-      const int64_t h = dd / sh.Dh, g = dd / sh.Dg;
-      const scalar_t* qr = d.q + (n * sh.D + dd) * sh.oHW + io * sh.sW;
-      const scalar_t* plane = d.key + (n * sh.D + dd) * sh.HW;
-      for (int64_t m = 0; m < sh.P; ++m) {
-        const acc_t b = d.bias(h, m, dd);
-        const int64_t e = (g * sh.P + m) * sh.sW;
-        acc_t* am = a + (h * sh.P + m) * sh.sW;
-        for (int64_t jo = j0; jo < j1; ++jo)
-          am[jo] += static_cast<acc_t>(qr[jo]) *
-                    (gather4(&pts.w[4 * (e + jo)], &pts.off[4 * (e + jo)], plane) + b);
-      }
-    }
-  }
-  const acc_t scale = static_cast<acc_t>(sh.scale);
-  for (int64_t h = 0; h < sh.nh; ++h) {
-    acc_t* ah = a + h * sh.P * sh.sW;
-    for (int64_t jo = 0; jo < sh.sW; ++jo) {
-      acc_t top = ah[jo];
-      for (int64_t m = 1; m < sh.P; ++m) top = dlu_max(top, ah[m * sh.sW + jo]);
-      acc_t total = 0;
-      for (int64_t m = 0; m < sh.P; ++m) {
-        acc_t& v = ah[m * sh.sW + jo];
-        v = dlu_exp((v - top) * scale);
-        total += v;
-      }
-      for (int64_t m = 0; m < sh.P; ++m) ah[m * sh.sW + jo] /= total;
-    }
-  }
+// acc[k] += f * p[o[k]] for the four corners.
+template <typename acc_t, typename T>
+inline void corners_add(acc_t* acc, const int32_t* o, const T* p, acc_t f) {
+  acc[0] += f * static_cast<acc_t>(p[o[0]]);
+  acc[1] += f * static_cast<acc_t>(p[o[1]]);
+  acc[2] += f * static_cast<acc_t>(p[o[2]]);
+  acc[3] += f * static_cast<acc_t>(p[o[3]]);
+}
+
+template <typename acc_t>
+inline acc_t dot4(const acc_t* a, const acc_t* b) {
+  return a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3];
 }
 
 // Channel ranges [c0, c1) of constant (head, group) for channels of `per_head` / `per_group`.
-template <typename F>
-void for_segments(int64_t channels, int64_t per_head, int64_t per_group, const F& f) {
+struct Segment {
+  int64_t c0, c1, h, g;
+};
+inline std::vector<Segment> segments(int64_t channels, int64_t per_head, int64_t per_group) {
+  std::vector<Segment> out;
   for (int64_t c0 = 0; c0 < channels;) {
     const int64_t h = c0 / per_head, g = c0 / per_group;
     const int64_t c1 = dlu_min((h + 1) * per_head, (g + 1) * per_group);
-    f(c0, c1, h, g);
+    out.push_back({c0, c1, h, g});
     c0 = c1;
   }
+  return out;
 }
 
-// Forward, one (n, output row) per task.
+// The sampled keys enter the logits and every key-side gradient only through their bilinear
+// corners, and within a (head, group) segment of key channels all of them share the points and
+// the head's attention: so a row keeps, per segment, point and pixel, the query-weighted corner
+// sums T[k] = sum_d q_d K_d[corner k] (and the bias term B = sum_d q_d rpb[h, m, d]); the logit
+// is sum_k w_k T[k] + B and the offsets' key term gl * sum_k dw_k T[k]. One gather of the four
+// corners per key channel, point and pixel, then nothing per channel.
+template <typename scalar_t>
+struct RowKeys {
+  using acc_t = at::opmath_type<scalar_t>;
+  const LdaShape& sh;
+  std::vector<Segment> segs;
+  std::vector<acc_t> T, B;  // T[((s*P + m)*sW + jo)*4 + k], B[(s*P + m)*sW + jo]
+  explicit RowKeys(const LdaShape& s)
+      : sh(s), segs(segments(s.D, s.Dh, s.Dg)), T(segs.size() * s.P * s.sW * 4),
+        B(segs.size() * s.P * s.sW) {}
+
+  // T, B of row io, then the softmax attention a[(h*P + m)*sW + jo].
+  void attention(const LdaData<scalar_t>& d, const RowPoints<scalar_t>& pts, int64_t n,
+                 int64_t io, acc_t* a) {
+    std::fill(T.begin(), T.end(), acc_t(0));
+    std::fill(B.begin(), B.end(), acc_t(0));
+    for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
+      const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
+      for (size_t si = 0; si < segs.size(); ++si) {
+        const Segment& sg = segs[si];
+        for (int64_t dd = sg.c0; dd < sg.c1; ++dd) {
+          const scalar_t* qr = d.q + (n * sh.D + dd) * sh.oHW + io * sh.sW;
+          const scalar_t* plane = d.key + (n * sh.D + dd) * sh.HW;
+          for (int64_t m = 0; m < sh.P; ++m) {
+            const int32_t* o = &pts.off[4 * (sg.g * sh.P + m) * sh.sW];
+            acc_t* t = &T[4 * (si * sh.P + m) * sh.sW];
+            for (int64_t jo = j0; jo < j1; ++jo)
+              corners_add(t + 4 * jo, o + 4 * jo, plane, static_cast<acc_t>(qr[jo]));
+            if (d.rpb) {
+              const acc_t b = d.bias(sg.h, m, dd);
+              acc_t* bm = &B[(si * sh.P + m) * sh.sW];
+              for (int64_t jo = j0; jo < j1; ++jo) bm[jo] += static_cast<acc_t>(qr[jo]) * b;
+            }
+          }
+        }
+      }
+    }
+    std::fill(a, a + sh.nh * sh.P * sh.sW, acc_t(0));
+    for (size_t si = 0; si < segs.size(); ++si) {
+      const Segment& sg = segs[si];
+      for (int64_t m = 0; m < sh.P; ++m) {
+        const acc_t* w = &pts.w[4 * (sg.g * sh.P + m) * sh.sW];
+        const acc_t* t = &T[4 * (si * sh.P + m) * sh.sW];
+        const acc_t* bm = &B[(si * sh.P + m) * sh.sW];
+        acc_t* am = a + (sg.h * sh.P + m) * sh.sW;
+        for (int64_t jo = 0; jo < sh.sW; ++jo) am[jo] += dot4(w + 4 * jo, t + 4 * jo) + bm[jo];
+      }
+    }
+    const acc_t scale = static_cast<acc_t>(sh.scale);
+    for (int64_t h = 0; h < sh.nh; ++h) {
+      acc_t* ah = a + h * sh.P * sh.sW;
+      for (int64_t jo = 0; jo < sh.sW; ++jo) {
+        acc_t top = ah[jo];
+        for (int64_t m = 1; m < sh.P; ++m) top = dlu_max(top, ah[m * sh.sW + jo]);
+        acc_t total = 0;
+        for (int64_t m = 0; m < sh.P; ++m) {
+          acc_t& v = ah[m * sh.sW + jo];
+          v = dlu_exp((v - top) * scale);
+          total += v;
+        }
+        for (int64_t m = 0; m < sh.P; ++m) ah[m * sh.sW + jo] /= total;
+      }
+    }
+  }
+};
+
+// Forward, one (n, output row) per task: out[c] = sum_m sum_k (a_m w_mk) V_c[corner mk].
 template <typename scalar_t>
 void forward_rows(const LdaData<scalar_t>& d, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
   const LdaShape& sh = d.sh;
+  const std::vector<Segment> vsegs = segments(sh.C, sh.Ch, sh.Cg);
   at::parallel_for(0, sh.N * sh.sH, 1, [&](int64_t begin, int64_t end) {
     RowPoints<scalar_t> pts(sh, sh.G, false);
+    RowKeys<scalar_t> keys(sh);
     // attention-weighted corner weights of one (head, group): wa[4*(m*sW + jo) + k]
     std::vector<acc_t> a(sh.nh * sh.P * sh.sW), wa(4 * sh.P * sh.sW), acc(kPix);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t io = row % sh.sH, n = row / sh.sH;
       for (int64_t g = 0; g < sh.G; ++g) pts.locate(d, n, io, g);
-      row_attention(d, pts, n, io, a.data());
-      for_segments(sh.C, sh.Ch, sh.Cg, [&](int64_t c0, int64_t c1, int64_t h, int64_t g) {
+      keys.attention(d, pts, n, io, a.data());
+      for (const Segment& sg : vsegs) {
         for (int64_t m = 0; m < sh.P; ++m) {
-          const acc_t* am = a.data() + (h * sh.P + m) * sh.sW;
-          const acc_t* w = pts.w.data() + 4 * (g * sh.P + m) * sh.sW;
+          const acc_t* am = a.data() + (sg.h * sh.P + m) * sh.sW;
+          const acc_t* w = pts.w.data() + 4 * (sg.g * sh.P + m) * sh.sW;
           acc_t* wm = wa.data() + 4 * m * sh.sW;
           for (int64_t jo = 0; jo < sh.sW; ++jo)
             for (int k = 0; k < 4; ++k) wm[4 * jo + k] = am[jo] * w[4 * jo + k];
         }
-        const int32_t* og = pts.off.data() + 4 * g * sh.P * sh.sW;
+        const int32_t* og = pts.off.data() + 4 * sg.g * sh.P * sh.sW;
         for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
           const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
-          for (int64_t c = c0; c < c1; ++c) {
+          for (int64_t c = sg.c0; c < sg.c1; ++c) {
             const scalar_t* plane = d.value + (n * sh.C + c) * sh.HW;
             std::fill(acc.begin(), acc.end(), acc_t(0));
             for (int64_t m = 0; m < sh.P; ++m)
@@ -154,14 +205,15 @@ void forward_rows(const LdaData<scalar_t>& d, scalar_t* out) {
             for (int64_t jo = j0; jo < j1; ++jo) orow[jo] = static_cast<scalar_t>(acc[jo - j0]);
           }
         }
-      });
+      }
     }
   });
 }
 
 // Backward pass 1, one (n, output row) per task: attention, logit gradient (stored for the
-// scatters), grad_q, grad_offsets, and the row's share of grad_rpb. Each corner read of a
-// value (key) feeds both its sample and its position derivative.
+// scatters), grad_q, grad_offsets, and the row's share of grad_rpb. As the keys' T, the values
+// enter ga and the offsets' value term only through S[k] = sum_c grad_out_c V_c[corner k] per
+// (head, group) segment, point and pixel: one gather and four FMAs per value channel and point.
 template <typename scalar_t>
 void backward_rows(const LdaData<scalar_t>& d, const scalar_t* grad_out,
                    at::opmath_type<scalar_t>* attn, at::opmath_type<scalar_t>* grad_logit,
@@ -169,37 +221,42 @@ void backward_rows(const LdaData<scalar_t>& d, const scalar_t* grad_out,
   using acc_t = at::opmath_type<scalar_t>;
   const LdaShape& sh = d.sh;
   const int64_t PW = sh.P * sh.sW;
+  const std::vector<Segment> vsegs = segments(sh.C, sh.Ch, sh.Cg);
   at::parallel_for(0, sh.N * sh.sH, 1, [&](int64_t begin, int64_t end) {
     RowPoints<scalar_t> pts(sh, sh.G, true);
-    std::vector<acc_t> a(sh.nh * PW), ga(sh.nh * PW), goy(sh.G * PW), gox(sh.G * PW), gq(kPix);
+    RowKeys<scalar_t> keys(sh);
+    std::vector<acc_t> a(sh.nh * PW), ga(sh.nh * PW), goy(sh.G * PW), gox(sh.G * PW), gq(kPix),
+        S(4 * sh.P * kPix), gw(4 * PW);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t io = row % sh.sH, n = row / sh.sH;
       for (int64_t g = 0; g < sh.G; ++g) pts.locate(d, n, io, g);
-      row_attention(d, pts, n, io, a.data());
+      keys.attention(d, pts, n, io, a.data());
       std::fill(ga.begin(), ga.end(), acc_t(0));
       std::fill(goy.begin(), goy.end(), acc_t(0));
       std::fill(gox.begin(), gox.end(), acc_t(0));
-      // values: ga = sum_c grad_out V_s, and the offsets' value term a * grad_out * dV_s
+      // values
       for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
         const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
-        for (int64_t c = 0; c < sh.C; ++c) {
-          const int64_t h = c / sh.Ch, g = c / sh.Cg;
-          const scalar_t* plane = d.value + (n * sh.C + c) * sh.HW;
-          const scalar_t* go = grad_out + (n * sh.C + c) * sh.oHW + io * sh.sW;
+        for (const Segment& sg : vsegs) {
+          std::fill(S.begin(), S.end(), acc_t(0));  // S[4*(m*kPix + jo - j0) + k]
+          for (int64_t c = sg.c0; c < sg.c1; ++c) {
+            const scalar_t* plane = d.value + (n * sh.C + c) * sh.HW;
+            const scalar_t* go = grad_out + (n * sh.C + c) * sh.oHW + io * sh.sW;
+            for (int64_t m = 0; m < sh.P; ++m) {
+              const int32_t* o = &pts.off[4 * (sg.g * sh.P + m) * sh.sW];
+              acc_t* sm = S.data() + 4 * m * kPix;
+              for (int64_t jo = j0; jo < j1; ++jo)
+                corners_add(sm + 4 * (jo - j0), o + 4 * jo, plane, static_cast<acc_t>(go[jo]));
+            }
+          }
           for (int64_t m = 0; m < sh.P; ++m) {
-            const int64_t e = (g * sh.P + m) * sh.sW, ha = (h * sh.P + m) * sh.sW;
+            const int64_t e = (sg.g * sh.P + m) * sh.sW, ha = (sg.h * sh.P + m) * sh.sW;
+            const acc_t* sm = S.data() + 4 * m * kPix;
             for (int64_t jo = j0; jo < j1; ++jo) {
-              const int32_t* o = &pts.off[4 * (e + jo)];
-              const acc_t v0 = static_cast<acc_t>(plane[o[0]]), v1 = static_cast<acc_t>(plane[o[1]]);
-              const acc_t v2 = static_cast<acc_t>(plane[o[2]]), v3 = static_cast<acc_t>(plane[o[3]]);
-              const acc_t* w = &pts.w[4 * (e + jo)];
-              const acc_t* wy = &pts.wy[4 * (e + jo)];
-              const acc_t* wx = &pts.wx[4 * (e + jo)];
-              const acc_t g0 = static_cast<acc_t>(go[jo]);
-              ga[ha + jo] += g0 * (w[0] * v0 + w[1] * v1 + w[2] * v2 + w[3] * v3);
-              const acc_t coef = a[ha + jo] * g0;
-              goy[e + jo] += coef * (wy[0] * v0 + wy[1] * v1 + wy[2] * v2 + wy[3] * v3);
-              gox[e + jo] += coef * (wx[0] * v0 + wx[1] * v1 + wx[2] * v2 + wx[3] * v3);
+              const acc_t* sk = sm + 4 * (jo - j0);
+              ga[ha + jo] += dot4(&pts.w[4 * (e + jo)], sk);
+              goy[e + jo] += a[ha + jo] * dot4(&pts.wy[4 * (e + jo)], sk);
+              gox[e + jo] += a[ha + jo] * dot4(&pts.wx[4 * (e + jo)], sk);
             }
           }
         }
@@ -223,38 +280,56 @@ void backward_rows(const LdaData<scalar_t>& d, const scalar_t* grad_out,
           std::memcpy(grad_logit + o, gh + m * sh.sW, sh.sW * sizeof(acc_t));
         }
       }
-      // keys: grad_q = sum_m gl (K_s + rpb), the offsets' key term gl * q * dK_s, grad_rpb
+      // keys, per segment: the offsets' key term gl * sum_k dw_k T[k]; grad_q[d] =
+      // sum_m sum_k (gl w_k) K_d[corner] + sum_m gl rpb[h, m, d]; grad_rpb's row share
       acc_t* rp = rpb_part ? rpb_part + row * sh.nh * sh.P * sh.Dh : nullptr;
-      if (rp) std::fill(rp, rp + sh.nh * sh.P * sh.Dh, acc_t(0));
-      for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
-        const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
-        for (int64_t dd = 0; dd < sh.D; ++dd) {
-          const int64_t h = dd / sh.Dh, g = dd / sh.Dg;
+      for (size_t si = 0; si < keys.segs.size(); ++si) {
+        const Segment& sg = keys.segs[si];
+        for (int64_t m = 0; m < sh.P; ++m) {
+          const int64_t e = (sg.g * sh.P + m) * sh.sW, ha = (sg.h * sh.P + m) * sh.sW;
+          const acc_t* t = &keys.T[4 * (si * sh.P + m) * sh.sW];
+          acc_t* gwm = &gw[4 * m * sh.sW];
+          for (int64_t jo = 0; jo < sh.sW; ++jo) {
+            const acc_t gl = ga[ha + jo];
+            goy[e + jo] += gl * dot4(&pts.wy[4 * (e + jo)], t + 4 * jo);
+            gox[e + jo] += gl * dot4(&pts.wx[4 * (e + jo)], t + 4 * jo);
+            for (int k = 0; k < 4; ++k) gwm[4 * jo + k] = gl * pts.w[4 * (e + jo) + k];
+          }
+        }
+        const int32_t* og = &pts.off[4 * sg.g * sh.P * sh.sW];
+        for (int64_t dd = sg.c0; dd < sg.c1; ++dd) {
           const scalar_t* plane = d.key + (n * sh.D + dd) * sh.HW;
           const scalar_t* q = d.q + (n * sh.D + dd) * sh.oHW + io * sh.sW;
-          std::fill(gq.begin(), gq.end(), acc_t(0));
-          for (int64_t m = 0; m < sh.P; ++m) {
-            const int64_t e = (g * sh.P + m) * sh.sW, ha = (h * sh.P + m) * sh.sW;
-            const acc_t b = d.bias(h, m, dd);
-            acc_t rsum = 0;
-            for (int64_t jo = j0; jo < j1; ++jo) {
-              const int32_t* o = &pts.off[4 * (e + jo)];
-              const acc_t v0 = static_cast<acc_t>(plane[o[0]]), v1 = static_cast<acc_t>(plane[o[1]]);
-              const acc_t v2 = static_cast<acc_t>(plane[o[2]]), v3 = static_cast<acc_t>(plane[o[3]]);
-              const acc_t* w = &pts.w[4 * (e + jo)];
-              const acc_t* wy = &pts.wy[4 * (e + jo)];
-              const acc_t* wx = &pts.wx[4 * (e + jo)];
-              const acc_t gl = ga[ha + jo];
-              gq[jo - j0] += gl * ((w[0] * v0 + w[1] * v1 + w[2] * v2 + w[3] * v3) + b);
-              const acc_t coef = gl * static_cast<acc_t>(q[jo]);
-              rsum += coef;
-              goy[e + jo] += coef * (wy[0] * v0 + wy[1] * v1 + wy[2] * v2 + wy[3] * v3);
-              gox[e + jo] += coef * (wx[0] * v0 + wx[1] * v1 + wx[2] * v2 + wx[3] * v3);
-            }
-            if (rp) rp[(h * sh.P + m) * sh.Dh + dd - h * sh.Dh] += rsum;
-          }
           scalar_t* out = grad_q + (n * sh.D + dd) * sh.oHW + io * sh.sW;
-          for (int64_t jo = j0; jo < j1; ++jo) out[jo] = static_cast<scalar_t>(gq[jo - j0]);
+          for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
+            const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
+            std::fill(gq.begin(), gq.end(), acc_t(0));
+            for (int64_t m = 0; m < sh.P; ++m) {
+              const acc_t* gwm = &gw[4 * m * sh.sW];
+              const int32_t* o = og + 4 * m * sh.sW;
+              for (int64_t jo = j0; jo < j1; ++jo)
+                gq[jo - j0] += gather4(gwm + 4 * jo, o + 4 * jo, plane);
+            }
+            if (d.rpb)
+              for (int64_t m = 0; m < sh.P; ++m) {
+                const acc_t b = d.bias(sg.h, m, dd);
+                const acc_t* gl = &ga[(sg.h * sh.P + m) * sh.sW];
+                for (int64_t jo = j0; jo < j1; ++jo) gq[jo - j0] += gl[jo] * b;
+              }
+            for (int64_t jo = j0; jo < j1; ++jo) out[jo] = static_cast<scalar_t>(gq[jo - j0]);
+          }
+          if (rp)
+            for (int64_t m = 0; m < sh.P; ++m) {
+              const acc_t* gl = &ga[(sg.h * sh.P + m) * sh.sW];
+              acc_t lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+              int64_t jo = 0;
+              for (; jo + 8 <= sh.sW; jo += 8)
+                for (int l = 0; l < 8; ++l) lanes[l] += gl[jo + l] * static_cast<acc_t>(q[jo + l]);
+              acc_t total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+                            ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+              for (; jo < sh.sW; ++jo) total += gl[jo] * static_cast<acc_t>(q[jo]);
+              rp[(sg.h * sh.P + m) * sh.Dh + dd - sg.h * sh.Dh] = total;
+            }
         }
       }
       const acc_t fy = static_cast<acc_t>(sh.fy), fx = static_cast<acc_t>(sh.fx);
