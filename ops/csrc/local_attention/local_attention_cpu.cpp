@@ -61,19 +61,22 @@ struct RowPoints {
   }
 };
 
+// y[i] += a * x[i], i < n (vectorisable: contiguous channels).
 template <typename acc_t, typename T>
-inline acc_t gather4(const acc_t* w, const int32_t* o, const T* p) {
-  return w[0] * static_cast<acc_t>(p[o[0]]) + w[1] * static_cast<acc_t>(p[o[1]]) +
-         w[2] * static_cast<acc_t>(p[o[2]]) + w[3] * static_cast<acc_t>(p[o[3]]);
+inline void axpy(acc_t* __restrict__ y, const T* __restrict__ x, acc_t a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * static_cast<acc_t>(x[i]);
 }
 
-// acc[k] += f * p[o[k]] for the four corners.
+// sum_i a[i] * x[i], i < n, in 8 interleaved partial sums (vectorisable, fixed order).
 template <typename acc_t, typename T>
-inline void corners_add(acc_t* acc, const int32_t* o, const T* p, acc_t f) {
-  acc[0] += f * static_cast<acc_t>(p[o[0]]);
-  acc[1] += f * static_cast<acc_t>(p[o[1]]);
-  acc[2] += f * static_cast<acc_t>(p[o[2]]);
-  acc[3] += f * static_cast<acc_t>(p[o[3]]);
+inline acc_t dot(const acc_t* __restrict__ a, const T* __restrict__ x, int64_t n) {
+  acc_t l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int q = 0; q < 8; ++q) l[q] += a[i + q] * static_cast<acc_t>(x[i + q]);
+  acc_t total = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  for (; i < n; ++i) total += a[i] * static_cast<acc_t>(x[i]);
+  return total;
 }
 
 template <typename acc_t>
@@ -81,60 +84,74 @@ inline acc_t dot4(const acc_t* a, const acc_t* b) {
   return a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3];
 }
 
-// Channel ranges [c0, c1) of constant (head, group) for channels of `per_head` / `per_group`.
+// dst[j * ld + c] = src[c * src_stride + j] for j < nj, c < nc: a (channels, pixels) block of
+// an NCHW row into pixel-major (pixels, channels) form.
+template <typename T, typename acc_t>
+inline void to_pixel_major(const T* src, int64_t src_stride, int64_t nc, int64_t nj, acc_t* dst,
+                           int64_t ld) {
+  for (int64_t c = 0; c < nc; ++c)
+    for (int64_t j = 0; j < nj; ++j) dst[j * ld + c] = static_cast<acc_t>(src[c * src_stride + j]);
+}
+
+// Channel ranges [c0, c1) of constant (head, group) for channels of `per_head` / `per_group`,
+// optionally cut into pieces of at most `max_len`.
 struct Segment {
   int64_t c0, c1, h, g;
 };
-inline std::vector<Segment> segments(int64_t channels, int64_t per_head, int64_t per_group) {
+inline std::vector<Segment> segments(int64_t channels, int64_t per_head, int64_t per_group,
+                                     int64_t max_len = 0) {
   std::vector<Segment> out;
   for (int64_t c0 = 0; c0 < channels;) {
     const int64_t h = c0 / per_head, g = c0 / per_group;
-    const int64_t c1 = dlu_min((h + 1) * per_head, (g + 1) * per_group);
+    int64_t c1 = dlu_min((h + 1) * per_head, (g + 1) * per_group);
+    if (max_len > 0) c1 = dlu_min(c1, c0 + max_len);
     out.push_back({c0, c1, h, g});
     c0 = c1;
   }
   return out;
 }
 
+// Channels-last copies of the sampled maps: a bilinear corner is then one contiguous run of
+// channels, so every per-channel loop below is a vectorisable axpy or dot over channels instead
+// of a gather per channel.
+struct PixelMajor {
+  at::Tensor key, value;  // (N, H, W, D), (N, H, W, C)
+};
+
 // The sampled keys enter the logits and every key-side gradient only through their bilinear
 // corners, and within a (head, group) segment of key channels all of them share the points and
 // the head's attention: so a row keeps, per segment, point and pixel, the query-weighted corner
 // sums T[k] = sum_d q_d K_d[corner k] (and the bias term B = sum_d q_d rpb[h, m, d]); the logit
-// is sum_k w_k T[k] + B and the offsets' key term gl * sum_k dw_k T[k]. One gather of the four
-// corners per key channel, point and pixel, then nothing per channel.
+// is sum_k w_k T[k] + B and the offsets' key term gl * sum_k dw_k T[k].
 template <typename scalar_t>
 struct RowKeys {
   using acc_t = at::opmath_type<scalar_t>;
   const LdaShape& sh;
   std::vector<Segment> segs;
-  std::vector<acc_t> T, B;  // T[((s*P + m)*sW + jo)*4 + k], B[(s*P + m)*sW + jo]
+  std::vector<acc_t> T, B, qrow;  // T[((s*P + m)*sW + jo)*4 + k], B[(s*P + m)*sW + jo]
   explicit RowKeys(const LdaShape& s)
       : sh(s), segs(segments(s.D, s.Dh, s.Dg)), T(segs.size() * s.P * s.sW * 4),
-        B(segs.size() * s.P * s.sW) {}
+        B(segs.size() * s.P * s.sW), qrow(s.sW * s.D) {}
 
-  // T, B of row io, then the softmax attention a[(h*P + m)*sW + jo].
-  void attention(const LdaData<scalar_t>& d, const RowPoints<scalar_t>& pts, int64_t n,
-                 int64_t io, acc_t* a) {
-    std::fill(T.begin(), T.end(), acc_t(0));
-    std::fill(B.begin(), B.end(), acc_t(0));
-    for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
-      const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
-      for (size_t si = 0; si < segs.size(); ++si) {
-        const Segment& sg = segs[si];
-        for (int64_t dd = sg.c0; dd < sg.c1; ++dd) {
-          const scalar_t* qr = d.q + (n * sh.D + dd) * sh.oHW + io * sh.sW;
-          const scalar_t* plane = d.key + (n * sh.D + dd) * sh.HW;
-          for (int64_t m = 0; m < sh.P; ++m) {
-            const int32_t* o = &pts.off[4 * (sg.g * sh.P + m) * sh.sW];
-            acc_t* t = &T[4 * (si * sh.P + m) * sh.sW];
-            for (int64_t jo = j0; jo < j1; ++jo)
-              corners_add(t + 4 * jo, o + 4 * jo, plane, static_cast<acc_t>(qr[jo]));
-            if (d.rpb) {
-              const acc_t b = d.bias(sg.h, m, dd);
-              acc_t* bm = &B[(si * sh.P + m) * sh.sW];
-              for (int64_t jo = j0; jo < j1; ++jo) bm[jo] += static_cast<acc_t>(qr[jo]) * b;
-            }
-          }
+  // qrow (pixel-major queries of row io), T, B, then the softmax attention
+  // a[(h*P + m)*sW + jo].
+  void attention(const LdaData<scalar_t>& d, const scalar_t* key_t,
+                 const RowPoints<scalar_t>& pts, int64_t n, int64_t io, acc_t* a) {
+    to_pixel_major(d.q + n * sh.D * sh.oHW + io * sh.sW, sh.oHW, sh.D, sh.sW, qrow.data(), sh.D);
+    const scalar_t* kn = key_t + n * sh.HW * sh.D;
+    for (size_t si = 0; si < segs.size(); ++si) {
+      const Segment& sg = segs[si];
+      const int64_t len = sg.c1 - sg.c0;
+      for (int64_t m = 0; m < sh.P; ++m) {
+        const int64_t e = (sg.g * sh.P + m) * sh.sW;
+        acc_t* t = &T[4 * (si * sh.P + m) * sh.sW];
+        acc_t* bm = &B[(si * sh.P + m) * sh.sW];
+        for (int64_t jo = 0; jo < sh.sW; ++jo) {
+          const acc_t* q = qrow.data() + jo * sh.D + sg.c0;
+          for (int k = 0; k < 4; ++k)
+            t[4 * jo + k] = dot(q, kn + pts.off[4 * (e + jo) + k] * sh.D + sg.c0, len);
+          bm[jo] = d.rpb ? dot(q, d.rpb + (sg.h * sh.P + m) * sh.Dh + sg.c0 - sg.h * sh.Dh, len)
+                         : acc_t(0);
         }
       }
     }
@@ -167,44 +184,44 @@ struct RowKeys {
   }
 };
 
-// Forward, one (n, output row) per task: out[c] = sum_m sum_k (a_m w_mk) V_c[corner mk].
+// Forward, one (n, output row) per task: out[c] = sum_m sum_k (a_m w_mk) V[corner mk, c],
+// accumulated pixel-major for a block of pixels (axpys over channels), then stored NCHW.
 template <typename scalar_t>
-void forward_rows(const LdaData<scalar_t>& d, scalar_t* out) {
+void forward_rows(const LdaData<scalar_t>& d, const PixelMajor& pm, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
   const LdaShape& sh = d.sh;
   const std::vector<Segment> vsegs = segments(sh.C, sh.Ch, sh.Cg);
+  const scalar_t* key_t = pm.key.data_ptr<scalar_t>();
+  const scalar_t* value_t = pm.value.data_ptr<scalar_t>();
   at::parallel_for(0, sh.N * sh.sH, 1, [&](int64_t begin, int64_t end) {
     RowPoints<scalar_t> pts(sh, sh.G, false);
     RowKeys<scalar_t> keys(sh);
-    // attention-weighted corner weights of one (head, group): wa[4*(m*sW + jo) + k]
-    std::vector<acc_t> a(sh.nh * sh.P * sh.sW), wa(4 * sh.P * sh.sW), acc(kPix);
+    std::vector<acc_t> a(sh.nh * sh.P * sh.sW), obuf(kPix * sh.C);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t io = row % sh.sH, n = row / sh.sH;
       for (int64_t g = 0; g < sh.G; ++g) pts.locate(d, n, io, g);
-      keys.attention(d, pts, n, io, a.data());
-      for (const Segment& sg : vsegs) {
-        for (int64_t m = 0; m < sh.P; ++m) {
-          const acc_t* am = a.data() + (sg.h * sh.P + m) * sh.sW;
-          const acc_t* w = pts.w.data() + 4 * (sg.g * sh.P + m) * sh.sW;
-          acc_t* wm = wa.data() + 4 * m * sh.sW;
-          for (int64_t jo = 0; jo < sh.sW; ++jo)
-            for (int k = 0; k < 4; ++k) wm[4 * jo + k] = am[jo] * w[4 * jo + k];
-        }
-        const int32_t* og = pts.off.data() + 4 * sg.g * sh.P * sh.sW;
-        for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
-          const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
-          for (int64_t c = sg.c0; c < sg.c1; ++c) {
-            const scalar_t* plane = d.value + (n * sh.C + c) * sh.HW;
-            std::fill(acc.begin(), acc.end(), acc_t(0));
-            for (int64_t m = 0; m < sh.P; ++m)
-              for (int64_t jo = j0; jo < j1; ++jo) {
-                const int64_t e = 4 * (m * sh.sW + jo);
-                acc[jo - j0] += gather4(&wa[e], og + e, plane);
+      keys.attention(d, key_t, pts, n, io, a.data());
+      const scalar_t* vn = value_t + n * sh.HW * sh.C;
+      for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
+        const int64_t nj = dlu_min(kPix, sh.sW - j0);
+        std::fill(obuf.begin(), obuf.end(), acc_t(0));
+        for (const Segment& sg : vsegs)
+          for (int64_t jj = 0; jj < nj; ++jj) {
+            acc_t* o = obuf.data() + jj * sh.C + sg.c0;
+            for (int64_t m = 0; m < sh.P; ++m) {
+              const int64_t e = 4 * ((sg.g * sh.P + m) * sh.sW + j0 + jj);
+              const acc_t am = a[(sg.h * sh.P + m) * sh.sW + j0 + jj];
+              for (int k = 0; k < 4; ++k) {
+                const acc_t wk = pts.w[e + k];
+                if (wk != acc_t(0))
+                  axpy(o, vn + pts.off[e + k] * sh.C + sg.c0, am * wk, sg.c1 - sg.c0);
               }
-            scalar_t* orow = out + (n * sh.C + c) * sh.oHW + io * sh.sW;
-            for (int64_t jo = j0; jo < j1; ++jo) orow[jo] = static_cast<scalar_t>(acc[jo - j0]);
+            }
           }
-        }
+        scalar_t* orow = out + n * sh.C * sh.oHW + io * sh.sW + j0;
+        for (int64_t c = 0; c < sh.C; ++c)
+          for (int64_t jj = 0; jj < nj; ++jj)
+            orow[c * sh.oHW + jj] = static_cast<scalar_t>(obuf[jj * sh.C + c]);
       }
     }
   });
@@ -212,54 +229,54 @@ void forward_rows(const LdaData<scalar_t>& d, scalar_t* out) {
 
 // Backward pass 1, one (n, output row) per task: attention, logit gradient (stored for the
 // scatters), grad_q, grad_offsets, and the row's share of grad_rpb. As the keys' T, the values
-// enter ga and the offsets' value term only through S[k] = sum_c grad_out_c V_c[corner k] per
-// (head, group) segment, point and pixel: one gather and four FMAs per value channel and point.
+// enter ga and the offsets' value term only through S[k] = sum_c grad_out_c V[corner k, c] per
+// (head, group) segment, point and pixel: one dot over the segment's channels per corner.
 template <typename scalar_t>
-void backward_rows(const LdaData<scalar_t>& d, const scalar_t* grad_out,
+void backward_rows(const LdaData<scalar_t>& d, const PixelMajor& pm, const scalar_t* grad_out,
                    at::opmath_type<scalar_t>* attn, at::opmath_type<scalar_t>* grad_logit,
                    scalar_t* grad_q, scalar_t* grad_offsets, at::opmath_type<scalar_t>* rpb_part) {
   using acc_t = at::opmath_type<scalar_t>;
   const LdaShape& sh = d.sh;
   const int64_t PW = sh.P * sh.sW;
   const std::vector<Segment> vsegs = segments(sh.C, sh.Ch, sh.Cg);
+  const scalar_t* key_t = pm.key.data_ptr<scalar_t>();
+  const scalar_t* value_t = pm.value.data_ptr<scalar_t>();
   at::parallel_for(0, sh.N * sh.sH, 1, [&](int64_t begin, int64_t end) {
     RowPoints<scalar_t> pts(sh, sh.G, true);
     RowKeys<scalar_t> keys(sh);
-    std::vector<acc_t> a(sh.nh * PW), ga(sh.nh * PW), goy(sh.G * PW), gox(sh.G * PW), gq(kPix),
-        S(4 * sh.P * kPix), gw(4 * PW);
+    std::vector<acc_t> a(sh.nh * PW), ga(sh.nh * PW), goy(sh.G * PW), gox(sh.G * PW),
+        gobuf(kPix * sh.C), gqbuf(kPix * sh.D), gw(4 * PW);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t io = row % sh.sH, n = row / sh.sH;
       for (int64_t g = 0; g < sh.G; ++g) pts.locate(d, n, io, g);
-      keys.attention(d, pts, n, io, a.data());
+      keys.attention(d, key_t, pts, n, io, a.data());
       std::fill(ga.begin(), ga.end(), acc_t(0));
       std::fill(goy.begin(), goy.end(), acc_t(0));
       std::fill(gox.begin(), gox.end(), acc_t(0));
+      const scalar_t* vn = value_t + n * sh.HW * sh.C;
+      const scalar_t* kn = key_t + n * sh.HW * sh.D;
       // values
       for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
-        const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
-        for (const Segment& sg : vsegs) {
-          std::fill(S.begin(), S.end(), acc_t(0));  // S[4*(m*kPix + jo - j0) + k]
-          for (int64_t c = sg.c0; c < sg.c1; ++c) {
-            const scalar_t* plane = d.value + (n * sh.C + c) * sh.HW;
-            const scalar_t* go = grad_out + (n * sh.C + c) * sh.oHW + io * sh.sW;
+        const int64_t nj = dlu_min(kPix, sh.sW - j0);
+        to_pixel_major(grad_out + n * sh.C * sh.oHW + io * sh.sW + j0, sh.oHW, sh.C, nj,
+                       gobuf.data(), sh.C);
+        for (const Segment& sg : vsegs)
+          for (int64_t jj = 0; jj < nj; ++jj) {
+            const acc_t* go = gobuf.data() + jj * sh.C + sg.c0;
+            const int64_t jo = j0 + jj;
             for (int64_t m = 0; m < sh.P; ++m) {
-              const int32_t* o = &pts.off[4 * (sg.g * sh.P + m) * sh.sW];
-              acc_t* sm = S.data() + 4 * m * kPix;
-              for (int64_t jo = j0; jo < j1; ++jo)
-                corners_add(sm + 4 * (jo - j0), o + 4 * jo, plane, static_cast<acc_t>(go[jo]));
+              const int64_t e = (sg.g * sh.P + m) * sh.sW + jo, ha = (sg.h * sh.P + m) * sh.sW + jo;
+              acc_t S[4];
+              for (int k = 0; k < 4; ++k)
+                S[k] = pts.w[4 * e + k] != acc_t(0) || pts.wy[4 * e + k] != acc_t(0) ||
+                               pts.wx[4 * e + k] != acc_t(0)
+                           ? dot(go, vn + pts.off[4 * e + k] * sh.C + sg.c0, sg.c1 - sg.c0)
+                           : acc_t(0);
+              ga[ha] += dot4(&pts.w[4 * e], S);
+              goy[e] += a[ha] * dot4(&pts.wy[4 * e], S);
+              gox[e] += a[ha] * dot4(&pts.wx[4 * e], S);
             }
           }
-          for (int64_t m = 0; m < sh.P; ++m) {
-            const int64_t e = (sg.g * sh.P + m) * sh.sW, ha = (sg.h * sh.P + m) * sh.sW;
-            const acc_t* sm = S.data() + 4 * m * kPix;
-            for (int64_t jo = j0; jo < j1; ++jo) {
-              const acc_t* sk = sm + 4 * (jo - j0);
-              ga[ha + jo] += dot4(&pts.w[4 * (e + jo)], sk);
-              goy[e + jo] += a[ha + jo] * dot4(&pts.wy[4 * (e + jo)], sk);
-              gox[e + jo] += a[ha + jo] * dot4(&pts.wx[4 * (e + jo)], sk);
-            }
-          }
-        }
       }
       // softmax backward (times the logit scale): ga becomes the logit gradient
       const acc_t scale = static_cast<acc_t>(sh.scale);
@@ -267,11 +284,11 @@ void backward_rows(const LdaData<scalar_t>& d, const scalar_t* grad_out,
         const acc_t* ah = a.data() + h * PW;
         acc_t* gh = ga.data() + h * PW;
         for (int64_t jo = 0; jo < sh.sW; ++jo) {
-          acc_t dot = 0;
-          for (int64_t m = 0; m < sh.P; ++m) dot += ah[m * sh.sW + jo] * gh[m * sh.sW + jo];
+          acc_t dotp = 0;
+          for (int64_t m = 0; m < sh.P; ++m) dotp += ah[m * sh.sW + jo] * gh[m * sh.sW + jo];
           for (int64_t m = 0; m < sh.P; ++m) {
             acc_t& v = gh[m * sh.sW + jo];
-            v = ah[m * sh.sW + jo] * (v - dot) * scale;
+            v = ah[m * sh.sW + jo] * (v - dotp) * scale;
           }
         }
         for (int64_t m = 0; m < sh.P; ++m) {
@@ -280,9 +297,10 @@ void backward_rows(const LdaData<scalar_t>& d, const scalar_t* grad_out,
           std::memcpy(grad_logit + o, gh + m * sh.sW, sh.sW * sizeof(acc_t));
         }
       }
-      // keys, per segment: the offsets' key term gl * sum_k dw_k T[k]; grad_q[d] =
-      // sum_m sum_k (gl w_k) K_d[corner] + sum_m gl rpb[h, m, d]; grad_rpb's row share
+      // keys, per segment: the offsets' key term gl * sum_k dw_k T[k]; grad_q[:, d] =
+      // sum_m sum_k (gl w_k) K[corner, d] + sum_m gl rpb[h, m, d]; grad_rpb's row share
       acc_t* rp = rpb_part ? rpb_part + row * sh.nh * sh.P * sh.Dh : nullptr;
+      if (rp) std::fill(rp, rp + sh.nh * sh.P * sh.Dh, acc_t(0));
       for (size_t si = 0; si < keys.segs.size(); ++si) {
         const Segment& sg = keys.segs[si];
         for (int64_t m = 0; m < sh.P; ++m) {
@@ -294,42 +312,32 @@ void backward_rows(const LdaData<scalar_t>& d, const scalar_t* grad_out,
             goy[e + jo] += gl * dot4(&pts.wy[4 * (e + jo)], t + 4 * jo);
             gox[e + jo] += gl * dot4(&pts.wx[4 * (e + jo)], t + 4 * jo);
             for (int k = 0; k < 4; ++k) gwm[4 * jo + k] = gl * pts.w[4 * (e + jo) + k];
+            if (rp)
+              axpy(rp + (sg.h * sh.P + m) * sh.Dh + sg.c0 - sg.h * sh.Dh,
+                   keys.qrow.data() + jo * sh.D + sg.c0, gl, sg.c1 - sg.c0);
           }
         }
-        const int32_t* og = &pts.off[4 * sg.g * sh.P * sh.sW];
-        for (int64_t dd = sg.c0; dd < sg.c1; ++dd) {
-          const scalar_t* plane = d.key + (n * sh.D + dd) * sh.HW;
-          const scalar_t* q = d.q + (n * sh.D + dd) * sh.oHW + io * sh.sW;
-          scalar_t* out = grad_q + (n * sh.D + dd) * sh.oHW + io * sh.sW;
-          for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
-            const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
-            std::fill(gq.begin(), gq.end(), acc_t(0));
+        const int64_t len = sg.c1 - sg.c0;
+        for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
+          const int64_t nj = dlu_min(kPix, sh.sW - j0);
+          for (int64_t jj = 0; jj < nj; ++jj) {
+            const int64_t jo = j0 + jj;
+            acc_t* gq = gqbuf.data() + jj * len;
+            std::fill(gq, gq + len, acc_t(0));
             for (int64_t m = 0; m < sh.P; ++m) {
-              const acc_t* gwm = &gw[4 * m * sh.sW];
-              const int32_t* o = og + 4 * m * sh.sW;
-              for (int64_t jo = j0; jo < j1; ++jo)
-                gq[jo - j0] += gather4(gwm + 4 * jo, o + 4 * jo, plane);
+              const int64_t e = 4 * ((sg.g * sh.P + m) * sh.sW + jo);
+              const acc_t* gwm = &gw[4 * (m * sh.sW + jo)];
+              for (int k = 0; k < 4; ++k)
+                if (gwm[k] != acc_t(0)) axpy(gq, kn + pts.off[e + k] * sh.D + sg.c0, gwm[k], len);
+              if (d.rpb)
+                axpy(gq, d.rpb + (sg.h * sh.P + m) * sh.Dh + sg.c0 - sg.h * sh.Dh,
+                     ga[(sg.h * sh.P + m) * sh.sW + jo], len);
             }
-            if (d.rpb)
-              for (int64_t m = 0; m < sh.P; ++m) {
-                const acc_t b = d.bias(sg.h, m, dd);
-                const acc_t* gl = &ga[(sg.h * sh.P + m) * sh.sW];
-                for (int64_t jo = j0; jo < j1; ++jo) gq[jo - j0] += gl[jo] * b;
-              }
-            for (int64_t jo = j0; jo < j1; ++jo) out[jo] = static_cast<scalar_t>(gq[jo - j0]);
           }
-          if (rp)
-            for (int64_t m = 0; m < sh.P; ++m) {
-              const acc_t* gl = &ga[(sg.h * sh.P + m) * sh.sW];
-              acc_t lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-              int64_t jo = 0;
-              for (; jo + 8 <= sh.sW; jo += 8)
-                for (int l = 0; l < 8; ++l) lanes[l] += gl[jo + l] * static_cast<acc_t>(q[jo + l]);
-              acc_t total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-                            ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-              for (; jo < sh.sW; ++jo) total += gl[jo] * static_cast<acc_t>(q[jo]);
-              rp[(sg.h * sh.P + m) * sh.Dh + dd - sg.h * sh.Dh] = total;
-            }
+          scalar_t* out = grad_q + (n * sh.D + sg.c0) * sh.oHW + io * sh.sW + j0;
+          for (int64_t c = 0; c < len; ++c)
+            for (int64_t jj = 0; jj < nj; ++jj)
+              out[c * sh.oHW + jj] = static_cast<scalar_t>(gqbuf[jj * len + c]);
         }
       }
       const acc_t fy = static_cast<acc_t>(sh.fy), fx = static_cast<acc_t>(sh.fx);
@@ -349,55 +357,45 @@ void backward_rows(const LdaData<scalar_t>& d, const scalar_t* grad_out,
 }
 
 // Backward pass 2: grad_key (weights = logit gradient, factor = q) and grad_value (weights =
-// attention, factor = grad_out), one (n, block of one group's channels) per task, owning its
-// planes. A row's points are set up once per task and shared by the block's channels.
+// attention, factor = grad_out), one (n, piece of <= kChan channels of one head and group) per
+// task, which owns those channels of the whole gradient map: it accumulates them pixel-major
+// (axpys over its channels at each corner) and stores them NCHW at the end.
 template <typename scalar_t>
 void scatter_planes(const LdaData<scalar_t>& d, const at::opmath_type<scalar_t>* weights,
                     const scalar_t* factor, int64_t channels, int64_t per_group,
-                    int64_t per_head, at::opmath_type<scalar_t>* grad) {
+                    int64_t per_head, scalar_t* grad) {
   using acc_t = at::opmath_type<scalar_t>;
   const LdaShape& sh = d.sh;
-  constexpr int64_t kBlock = 16;
-  const int64_t blocks = (per_group + kBlock - 1) / kBlock;  // per group
-  at::parallel_for(0, sh.N * sh.G * blocks, 1, [&](int64_t begin, int64_t end) {
+  constexpr int64_t kChan = 64;
+  const std::vector<Segment> pieces = segments(channels, per_head, per_group, kChan);
+  const int64_t np = static_cast<int64_t>(pieces.size());
+  at::parallel_for(0, sh.N * np, 1, [&](int64_t begin, int64_t end) {
     RowPoints<scalar_t> pts(sh, 1, false);
-    std::vector<acc_t> coef(kBlock * sh.P * sh.sW);  // [cc][m][jo]
+    std::vector<acc_t> acc(sh.HW * kChan), frow(sh.sW * kChan);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task % blocks, ng = task / blocks, g = ng % sh.G, n = ng / sh.G;
-      const int64_t c0 = g * per_group + b * kBlock;
-      const int64_t nb = dlu_min<int64_t>(kBlock, (g + 1) * per_group - c0);
+      const Segment& pc = pieces[task % np];
+      const int64_t n = task / np, len = pc.c1 - pc.c0;
+      std::fill(acc.begin(), acc.begin() + sh.HW * len, acc_t(0));
       for (int64_t io = 0; io < sh.sH; ++io) {
-        pts.locate(d, n, io, g, 0);
-        for (int64_t cc = 0; cc < nb; ++cc) {
-          const int64_t c = c0 + cc, h = c / per_head;
-          const scalar_t* fr = factor + (n * channels + c) * sh.oHW + io * sh.sW;
+        pts.locate(d, n, io, pc.g, 0);
+        to_pixel_major(factor + (n * channels + pc.c0) * sh.oHW + io * sh.sW, sh.oHW, len,
+                       sh.sW, frow.data(), len);
+        for (int64_t jo = 0; jo < sh.sW; ++jo) {
+          const acc_t* f = frow.data() + jo * len;
           for (int64_t m = 0; m < sh.P; ++m) {
-            const acc_t* wr = weights + ((n * sh.nh + h) * sh.P + m) * sh.oHW + io * sh.sW;
-            acc_t* cr = coef.data() + (cc * sh.P + m) * sh.sW;
-            for (int64_t jo = 0; jo < sh.sW; ++jo) cr[jo] = wr[jo] * static_cast<acc_t>(fr[jo]);
-          }
-        }
-        for (int64_t j0 = 0; j0 < sh.sW; j0 += kPix) {
-          const int64_t j1 = dlu_min(j0 + kPix, sh.sW);
-          for (int64_t cc = 0; cc < nb; ++cc) {
-            acc_t* plane = grad + (n * channels + c0 + cc) * sh.HW;
-            for (int64_t m = 0; m < sh.P; ++m) {
-              const acc_t* cr = coef.data() + (cc * sh.P + m) * sh.sW;
-              for (int64_t jo = j0; jo < j1; ++jo) {
-                const int64_t e = 4 * (m * sh.sW + jo);
-                const int32_t* o = &pts.off[e];
-                const acc_t* w = &pts.w[e];
-                const acc_t v = cr[jo];
-                // outside corners have weight 0 and offset 0: adding 0 there is harmless
-                plane[o[0]] += v * w[0];
-                plane[o[1]] += v * w[1];
-                plane[o[2]] += v * w[2];
-                plane[o[3]] += v * w[3];
-              }
+            const acc_t wt = weights[((n * sh.nh + pc.h) * sh.P + m) * sh.oHW + io * sh.sW + jo];
+            const int64_t e = 4 * (m * sh.sW + jo);
+            for (int k = 0; k < 4; ++k) {
+              const acc_t wk = pts.w[e + k];
+              if (wk != acc_t(0)) axpy(acc.data() + pts.off[e + k] * len, f, wt * wk, len);
             }
           }
         }
       }
+      scalar_t* out = grad + (n * channels + pc.c0) * sh.HW;
+      for (int64_t c = 0; c < len; ++c)
+        for (int64_t i = 0; i < sh.HW; ++i)
+          out[c * sh.HW + i] = static_cast<scalar_t>(acc[i * len + c]);
     }
   });
 }
@@ -409,6 +407,10 @@ LdaData<scalar_t> make_data(const LdaShape& sh, const at::Tensor& q, const at::T
   return LdaData<scalar_t>{sh, q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
                            value.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>(),
                            rpb.defined() ? rpb.data_ptr<scalar_t>() : nullptr};
+}
+
+PixelMajor pixel_major(const at::Tensor& key, const at::Tensor& value) {
+  return {key.permute({0, 2, 3, 1}).contiguous(), value.permute({0, 2, 3, 1}).contiguous()};
 }
 
 }  // namespace
@@ -425,9 +427,10 @@ at::Tensor local_attention_cpu(const at::Tensor& q_in, const at::Tensor& key_in,
   const at::Tensor rpb = rpb_in.has_value() ? rpb_in->contiguous() : at::Tensor();
   at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, q.options());
   if (out.numel() == 0) return out;
+  const PixelMajor pm = pixel_major(key, value);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "local_deformable_attention", [&] {
-        forward_rows(make_data<scalar_t>(sh, q, key, value, offsets, rpb),
+        forward_rows(make_data<scalar_t>(sh, q, key, value, offsets, rpb), pm,
                      out.data_ptr<scalar_t>());
       });
   return out;
@@ -446,16 +449,15 @@ local_attention_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& q_
   const at::Tensor value = value_in.contiguous(), offsets = offsets_in.contiguous();
   const at::Tensor rpb = rpb_in.has_value() ? rpb_in->contiguous() : at::Tensor();
   const at::Tensor grad_out = grad_out_in.contiguous();
-  const auto acc_dtype = at::toOpMathType(q.scalar_type());
-  const auto acc_options = q.options().dtype(acc_dtype);
-  const bool acc_is_out = acc_dtype == q.scalar_type();
-  at::Tensor grad_key = at::zeros(key.sizes(), acc_options);
-  at::Tensor grad_value = at::zeros(value.sizes(), acc_options);
-  at::Tensor grad_q = at::zeros_like(q), grad_offsets = at::zeros_like(offsets);
-  at::Tensor grad_rpb = rpb.defined() ? at::zeros_like(rpb) : at::empty({0}, q.options());
-  if (grad_out.numel() == 0)
-    return {grad_q, grad_key.to(q.scalar_type()), grad_value.to(q.scalar_type()), grad_offsets,
-            grad_rpb};
+  if (grad_out.numel() == 0 || key.numel() == 0)  // nothing sampled: every gradient is 0
+    return {at::zeros_like(q), at::zeros_like(key), at::zeros_like(value),
+            at::zeros_like(offsets),
+            rpb.defined() ? at::zeros_like(rpb) : at::empty({0}, q.options())};
+  const auto acc_options = q.options().dtype(at::toOpMathType(q.scalar_type()));
+  // every element of these is written below
+  at::Tensor grad_key = at::empty_like(key), grad_value = at::empty_like(value);
+  at::Tensor grad_q = at::empty_like(q), grad_offsets = at::empty_like(offsets);
+  at::Tensor grad_rpb = rpb.defined() ? at::empty_like(rpb) : at::empty({0}, q.options());
   at::Tensor attn = at::empty({sh.N, sh.nh, sh.P, sh.sH, sh.sW}, acc_options);
   at::Tensor grad_logit = at::empty_like(attn);
   // per output row shares of grad_rpb: (N*sH, nh, P, Dh)
@@ -469,12 +471,15 @@ local_attention_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& q_
         acc_t* a = attn.data_ptr<acc_t>();
         acc_t* gl = grad_logit.data_ptr<acc_t>();
         const scalar_t* go = grad_out.data_ptr<scalar_t>();
-        backward_rows(d, go, a, gl, grad_q.data_ptr<scalar_t>(),
-                      grad_offsets.data_ptr<scalar_t>(),
-                      rpb.defined() ? rpb_part.data_ptr<acc_t>() : nullptr);
+        {
+          const PixelMajor pm = pixel_major(key, value);
+          backward_rows(d, pm, go, a, gl, grad_q.data_ptr<scalar_t>(),
+                        grad_offsets.data_ptr<scalar_t>(),
+                        rpb.defined() ? rpb_part.data_ptr<acc_t>() : nullptr);
+        }  // the channels-last copies are freed before the scatters
         scatter_planes(d, gl, q.data_ptr<scalar_t>(), sh.D, sh.Dg, sh.Dh,
-                       grad_key.data_ptr<acc_t>());
-        scatter_planes(d, a, go, sh.C, sh.Cg, sh.Ch, grad_value.data_ptr<acc_t>());
+                       grad_key.data_ptr<scalar_t>());
+        scatter_planes(d, a, go, sh.C, sh.Cg, sh.Ch, grad_value.data_ptr<scalar_t>());
         if (rpb.defined()) {  // sum of the row shares, in row order
           const acc_t* part = rpb_part.data_ptr<acc_t>();
           scalar_t* gr = grad_rpb.data_ptr<scalar_t>();
@@ -486,9 +491,7 @@ local_attention_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& q_
           }
         }
       });
-  if (acc_is_out) return {grad_q, grad_key, grad_value, grad_offsets, grad_rpb};
-  return {grad_q, grad_key.to(q.scalar_type()), grad_value.to(q.scalar_type()), grad_offsets,
-          grad_rpb};
+  return {grad_q, grad_key, grad_value, grad_offsets, grad_rpb};
 }
 
 }  // namespace dlu_mm
