@@ -65,3 +65,14 @@ def test_ddfup_branchwise_under_dispatch_mode():
     # depthwise 3x3 and 1x1 convs per branch, no composed (4*9, 8, 3, 3) conv
     assert (4 * 9, 8, 3, 3) not in rec.conv_weights
     assert rec.conv_weights.count((8, 1, 3, 3)) == 4
+
+
+@pytest.mark.parametrize('scale', [2, 3])
+def test_ddfup_training_interleave_matches_pixel_shuffle(scale):
+    m = randomise(DDFUp(4, scale, head=2).double())
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        shuffled = m(x)  # stack + pixel_shuffle form
+    out = m(x)  # one-pass interleave (autograd.Function)
+    torch.testing.assert_close(out, shuffled, rtol=0, atol=0)
+    assert torch.autograd.gradcheck(lambda t: m(t), (x,), eps=1e-6, atol=1e-7)

@@ -16,6 +16,35 @@ from .base import BaseUpsampler
 from .layers import DDFChannelBranch, DDFSpatialBranch, init_ddf_module
 
 
+def _tracing():
+    """Inside a jit trace, an export or torch.compile (the stock-op form there)."""
+    compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    if compiling is None:
+        compiling = torch._dynamo.is_compiling
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
+
+
+class _Interleave(torch.autograd.Function):
+    """s*s maps (N, C, H, W) -> (N, C, sH, sW), map i at sub-pixel (i // s, i % s): the pixel
+    shuffle of their stack, written in one pass (stack + pixel_shuffle copy twice)."""
+
+    @staticmethod
+    def forward(ctx, s, *maps):
+        n, c, h, w = maps[0].shape
+        ctx.s = s
+        out = maps[0].new_empty(n, c, h, s, w, s)
+        for i, m in enumerate(maps):
+            out[:, :, :, i // s, :, i % s] = m
+        return out.view(n, c, h * s, w * s)
+
+    @staticmethod
+    def backward(ctx, grad):
+        s = ctx.s
+        n, c, sh, sw = grad.shape
+        blocks = grad.reshape(n, c, sh // s, s, sw // s, s)
+        return (None, *(blocks[:, :, :, i // s, :, i % s] for i in range(s * s)))
+
+
 class DDFUp(BaseUpsampler):
     """DDF-Up upsampler.
 
@@ -160,6 +189,10 @@ class DDFUp(BaseUpsampler):
         outputs = [ddf_heads(x, channel_branch(x).to(x.dtype), spatial[:, i], self.kernel_size,
                              self.head, self.dilation, 1, self.kernel_combine)
                    for i, channel_branch in enumerate(self.channel_branches)]  # (N, C, H, W)
+        if torch.is_grad_enabled() and not _tracing():
+            # branch i straight into its sub-pixel (i // s, i % s) of the output: one pass
+            # forward, and backward hands each branch its strided slice of the gradient
+            return _Interleave.apply(s, *outputs)  # (N, C, sH, sW)
         out = torch.stack(outputs, dim=2)  # (N, C, s*s, H, W): channel c*s*s + i <- branch i
         del outputs  # the branch outputs are not needed for backward: free them before shuffling
         return F.pixel_shuffle(out.view(n, c * s * s, h, w), s)  # (N, C, sH, sW)

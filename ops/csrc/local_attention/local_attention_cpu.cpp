@@ -454,8 +454,9 @@ local_attention_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& q_
             at::zeros_like(offsets),
             rpb.defined() ? at::zeros_like(rpb) : at::empty({0}, q.options())};
   const auto acc_options = q.options().dtype(at::toOpMathType(q.scalar_type()));
-  // every element of these is written below
-  at::Tensor grad_key = at::empty_like(key), grad_value = at::empty_like(value);
+  // every element of these is written below; grad_key / grad_value are allocated only after
+  // the channels-last copies are freed (a lower peak)
+  at::Tensor grad_key, grad_value;
   at::Tensor grad_q = at::empty_like(q), grad_offsets = at::empty_like(offsets);
   at::Tensor grad_rpb = rpb.defined() ? at::empty_like(rpb) : at::empty({0}, q.options());
   at::Tensor attn = at::empty({sh.N, sh.nh, sh.P, sh.sH, sh.sW}, acc_options);
@@ -477,6 +478,8 @@ local_attention_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& q_
                         grad_offsets.data_ptr<scalar_t>(),
                         rpb.defined() ? rpb_part.data_ptr<acc_t>() : nullptr);
         }  // the channels-last copies are freed before the scatters
+        grad_key = at::empty_like(key);
+        grad_value = at::empty_like(value);
         scatter_planes(d, gl, q.data_ptr<scalar_t>(), sh.D, sh.Dg, sh.Dh,
                        grad_key.data_ptr<scalar_t>());
         scatter_planes(d, a, go, sh.C, sh.Cg, sh.Ch, grad_value.data_ptr<scalar_t>());
