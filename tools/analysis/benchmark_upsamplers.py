@@ -22,6 +22,7 @@ the profiler's allocation counter (every tensor the call allocates, inputs exclu
 """
 import argparse
 import json
+import logging
 import os
 import os.path as osp
 import statistics
@@ -194,7 +195,14 @@ def build_model(family, part, device):
             'data_preprocessor'))
     torch.manual_seed(0)
     model = MODELS.build(model_cfg).to(device)
-    model.init_weights()
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # init_weights logs every parameter
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
     model.train()
     return model
 

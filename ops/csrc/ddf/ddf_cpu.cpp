@@ -10,6 +10,7 @@
 // order as the functor's (t ascending, taps outside skipped), so the forward and grad_spatial
 // are the functor's sums; grad_x and grad_channel sum the same terms in another order.
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "ddf.h"

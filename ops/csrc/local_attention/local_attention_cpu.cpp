@@ -1,14 +1,15 @@
-// CPU local_deformable_attention: row-wise kernels (the maths of ops/include/local_attention.h,
-// which the CUDA and generic backends instantiate).
+// CPU local_deformable_attention: row-wise, channels-last kernels (the maths of
+// ops/include/local_attention.h, which the CUDA and generic backends instantiate).
 //
 // The generic functors redo the bilinear set-up (position, floor, four corner weights) of every
-// point for every channel that samples it, and the backward re-reads keys and values once per
-// quantity (attention, value gradient of the logits, offset gradients). Here one task is one
-// (n, output row): the P bilinear sample positions of every group and pixel are computed once
-// per row and shared by all the group's channels (and all heads), then each channel plane is
-// walked once per pass with its corner reads feeding every quantity that needs them. The key
-// and value gradients (scatters into the low-res planes) run as a second pass over
-// (n, channel block) tasks, each owning its planes, so every sum has a fixed order.
+// point for every channel that samples it, gather one scalar per channel and corner, and the
+// backward re-reads keys and values once per quantity. Here one task is one (n, output row):
+// the P bilinear points of every group and pixel are set up once per row and shared by all
+// channels and heads; keys and values are read from channels-last copies, so each corner is a
+// contiguous run of a segment's channels and every per-channel loop is a vectorisable axpy or
+// dot (see RowKeys and backward_rows for the corner sums that make the key / value sides one dot
+// per corner). The key and value gradients (scatters into the low-res maps) run as a second
+// pass over (n, channel piece) tasks, each owning its channels, so every sum has a fixed order.
 #include <algorithm>
 #include <cstring>
 #include <vector>
