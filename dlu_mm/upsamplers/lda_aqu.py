@@ -10,10 +10,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch.utils.checkpoint import checkpoint
+
 from ..ops import local_deformable_attention
 from ..utils import check_divisible, check_int, check_odd
 from .base import BaseUpsampler
 from .layers import ChannelLayerNorm, xavier_init_convs
+
+
+def _tracing():
+    """Inside a jit trace, an export or torch.compile (no checkpointing there)."""
+    compiling = getattr(torch.compiler, 'is_compiling', None) if hasattr(torch, 'compiler') \
+        else None
+    if compiling is None:
+        compiling = torch._dynamo.is_compiling
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
 
 
 class LDAAQU(BaseUpsampler):
@@ -93,7 +104,18 @@ class LDAAQU(BaseUpsampler):
             nn.init.trunc_normal_(self.rpb, std=0.02)
 
     def offsets(self, q_up):
-        """(N, D, sH, sW) queries -> (N, G*2P, sH, sW) absolute offsets in output pixels."""
+        """(N, D, sH, sW) queries -> (N, G*2P, sH, sW) absolute offsets in output pixels.
+
+        When training, the offset net runs under activation checkpointing: its four
+        output-resolution activations (about 3.5x the queries' size) are recomputed in backward
+        rather than held from forward to backward (they dominated the module's peak memory;
+        the recompute costs one offset-net forward, a few % of the module's step).
+        """
+        if torch.is_grad_enabled() and q_up.requires_grad and not _tracing():
+            return checkpoint(self._offsets, q_up, use_reentrant=False)
+        return self._offsets(q_up)
+
+    def _offsets(self, q_up):
         n, d, out_h, out_w = q_up.shape
         # the shared offset net sees each group's channel slice as its own sample
         net = self.offset_net(q_up.reshape(n * self.groups, d // self.groups, out_h, out_w))
