@@ -37,6 +37,7 @@ NEWEST_TESTS=(tests/test_ops_native.py tests/test_ops_reassemble.py tests/test_o
               tests/test_upsampler_steps.py tests/test_upsamplers_reassembly.py
               tests/test_upsamplers_ddf_lda_dysample.py tests/test_checkpoint_resume.py
               tests/test_onnx_export.py tests/test_ops_generic.py tests/test_gpu_check.py
+              tests/test_ops_cpu_blocking.py tests/test_upsamplers_fast_paths.py
               tests/test_stack.py::test_dlu_mm_import_is_light tests/test_stack.py::test_stack_versions)
 
 log() { printf '[dev.sh %s %(%H:%M:%S)T] %s\n' "$STACK" -1 "$*" >&2; }
