@@ -9,7 +9,7 @@ test_ops_native.py fit inside one block; these have remainders and segments of e
 import pytest
 import torch
 
-from test_ops_native import BUILDERS, REFERENCES, TOL, _assert_all_close, _cast, _run
+from test_ops_native import BUILDERS, _cast, _run, check_native_matches_reference
 
 from dlu_mm.ops import _native
 
@@ -34,14 +34,7 @@ IDS = [f'{op}-{"-".join(f"{k}{v}" for k, v in kw.items())}' for op, kw in CASES]
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize('op,kwargs', CASES, ids=IDS)
 def test_blocked_cpu_kernels_match_reference(op, kwargs, dtype):
-    g = torch.Generator().manual_seed(3)
-    tensors, args = _cast(op, *BUILDERS[op](g, **kwargs), dtype)
-    native = getattr(_native, op)
-    out = native(*tensors, *args)
-    grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype)
-    actual = _run(native, op, tensors, args, grad_out)
-    expected = _run(REFERENCES[op], op, tensors, args, grad_out)
-    _assert_all_close(actual, expected, TOL[dtype])
+    check_native_matches_reference(op, kwargs, dtype, seed=3)
 
 
 @pytest.mark.parametrize('op,kwargs', CASES[:1] + CASES[4:5], ids=IDS[:1] + IDS[4:5])
