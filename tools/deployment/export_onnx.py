@@ -73,30 +73,31 @@ class TensorGraph(nn.Module):
             return (model._forward(image), )
         feats = model.extract_feat(image)
         outputs = list(feats)
-        if getattr(model, 'rpn_head', None) is not None:
-            cls_scores, bbox_preds = model.rpn_head(feats)[:2]
-            outputs += list(cls_scores) + list(bbox_preds)
-        elif getattr(model, 'bbox_head', None) is not None:
-            cls_scores, bbox_preds = model.bbox_head(feats)[:2]
+        _, head = self.dense_head()
+        if head is not None:
+            cls_scores, bbox_preds = head(feats)[:2]
             outputs += list(cls_scores) + list(bbox_preds)
         if getattr(model, 'semantic_head', None) is not None:
             outputs.append(model.semantic_head(feats)['seg_preds'])
         return tuple(outputs)
 
+    def dense_head(self):
+        """(output-name prefix, head): a two-stage detector's RPN, else a one-stage bbox_head."""
+        for prefix, name in (('rpn_', 'rpn_head'), ('', 'bbox_head')):
+            head = getattr(self.model, name, None)
+            if head is not None:
+                return prefix, head
+        return '', None
+
     def output_names(self):
         model = self.model
         if self.is_segmentor:
             return ['seg_logits']
-        levels = len(model.neck.out_channels if isinstance(model.neck.out_channels, (list, tuple))
-                     else range(model.neck.num_outs))
-        names = [f'neck_{i}' for i in range(levels)]
-        head_levels = levels
-        if getattr(model, 'rpn_head', None) is not None:
-            names += [f'rpn_cls_{i}' for i in range(head_levels)]
-            names += [f'rpn_bbox_{i}' for i in range(head_levels)]
-        elif getattr(model, 'bbox_head', None) is not None:
-            names += [f'cls_{i}' for i in range(head_levels)] + [
-                f'bbox_{i}' for i in range(head_levels)]
+        levels = range(model.neck.num_outs)
+        names = [f'neck_{i}' for i in levels]
+        prefix, head = self.dense_head()
+        if head is not None:
+            names += [f'{prefix}cls_{i}' for i in levels] + [f'{prefix}bbox_{i}' for i in levels]
         if getattr(model, 'semantic_head', None) is not None:
             names.append('semantic')
         return names
