@@ -21,7 +21,7 @@ OPS = {
     'LDAAQU': {'local_deformable_attention'},
     'FADE': {'reassemble'},
     'SAPA': {'reassemble'},
-    'DySample': set(),  # grid_sample only: no dlu_mm op
+    'DySample': {'subpixel_sample'},
 }
 
 

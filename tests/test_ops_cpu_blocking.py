@@ -1,10 +1,14 @@
-"""The CPU kernels' blocking (ops/csrc/ddf/ddf_cpu.cpp, local_attention_cpu.cpp) against the
-pure-PyTorch references, forward and backward, at sizes that cross every block boundary.
+"""The CPU kernels' blocking (ops/csrc/ddf/ddf_cpu.cpp, local_attention_cpu.cpp,
+subpixel_sample_cpu.cpp) against the pure-PyTorch references, forward and backward, at sizes
+that cross every block boundary.
 
 The ddf CPU kernel works on output rows with contiguous column ranges per tap and on blocks of
 8 channels; the local-attention kernel on blocks of 16 output pixels, (head, group) channel
-segments, channel-last corner runs and scatter pieces of <= 64 channels. The small cases of
-test_ops_native.py fit inside one block; these have remainders and segments of every kind.
+segments, channel-last corner runs and scatter pieces of <= 64 channels; the subpixel_sample
+backward sweeps a whole group per task or, with fewer (n, group) pairs than about twice the
+threads, splits the group's channels into pieces in a second pass, with the same sums. The small
+cases of test_ops_native.py fit inside one block; these have remainders and segments of every
+kind.
 """
 import pytest
 import torch
@@ -27,6 +31,8 @@ CASES = [
     # heads and groups interleaved (segments cut by both), 1-pixel-high input
     ('local_deformable_attention', dict(n=1, d=12, c=12, h=1, w=6, sh=3, sw=17, points=5,
                                         heads=2, groups=3)),
+    ('subpixel_sample', dict(n=1, c=10, h=7, w=13, groups=2, s=3)),  # 5-channel groups
+    ('subpixel_sample', dict(n=3, c=12, h=5, w=4, groups=4, s=2)),
 ]
 IDS = [f'{op}-{"-".join(f"{k}{v}" for k, v in kw.items())}' for op, kw in CASES]
 
@@ -46,4 +52,26 @@ def test_blocked_cpu_backward_is_deterministic(op, kwargs):
     first = _run(native, op, tensors, args, grad_out)
     second = _run(native, op, tensors, args, grad_out)
     for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('threads', [1, 3, 8])
+def test_subpixel_backward_split_matches_whole_group_sweep(threads):
+    """The backward's two task layouts (whole group per task, or channel pieces in a second
+    pass; chosen by the thread count) sum in the same order: bitwise equal results."""
+    g = torch.Generator().manual_seed(5)
+    tensors, args = _cast('subpixel_sample',
+                          *BUILDERS['subpixel_sample'](g, n=1, c=20, h=6, w=9, groups=2, s=2),
+                          torch.float32)
+    native = _native.subpixel_sample
+    grad_out = torch.randn(native(*tensors, *args).shape, generator=g)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # 2 (n, g) tasks >= 2 * 1 thread: whole groups
+        whole = _run(native, 'subpixel_sample', tensors, args, grad_out)
+        torch.set_num_threads(threads)
+        other = _run(native, 'subpixel_sample', tensors, args, grad_out)
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(whole, other):
         assert torch.equal(a, b)

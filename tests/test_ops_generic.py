@@ -25,10 +25,12 @@ GENERIC_CASES = CASES + [
     ('reassemble', dict(c=40, h=3, w=4, k=3, groups=2, s=2)),
     ('guided_reassemble', dict(c=34, h=4, w=3, k=5, groups=1, s=2)),
     ('reassemble', dict(c=2, h=4, w=5, k=7, groups=1, s=2)),  # 49 taps: 4 tap chunks of 13
+    ('subpixel_sample', dict(c=4, h=2, w=3, groups=1, s=4)),
 ]
 GENERIC_IDS = [f'{op}-{i}' for i, (op, _) in enumerate(GENERIC_CASES)]
 SCATTER_CASES = [(i, case) for i, case in enumerate(GENERIC_CASES)
-                 if case[0] in ('guided_reassemble', 'local_deformable_attention')]
+                 if case[0] in ('guided_reassemble', 'local_deformable_attention',
+                                'subpixel_sample')]
 SCATTER_IDS = [f'{op}-{i}' for i, (op, _) in SCATTER_CASES]
 
 
@@ -73,11 +75,13 @@ def test_generic_deterministic_backward_matches_reference(index, case, dtype):
     _compare(*case, dtype, seed=11, det=True)
 
 
-@pytest.mark.parametrize('op', ['guided_reassemble', 'local_deformable_attention'])
+@pytest.mark.parametrize('op', ['guided_reassemble', 'local_deformable_attention',
+                                'subpixel_sample'])
 def test_generic_deterministic_backward_is_bitwise_reproducible(op):
     g = torch.Generator().manual_seed(12)
     big = {'guided_reassemble': dict(c=8, h=9, w=11, groups=2),
-           'local_deformable_attention': dict(sh=12, sw=13)}[op]  # N*sH*sW > 256 for grad_rpb
+           'local_deformable_attention': dict(sh=12, sw=13),  # N*sH*sW > 256 for grad_rpb
+           'subpixel_sample': dict(c=8, h=9, w=11, groups=2)}[op]
     tensors, args = _cast(op, *BUILDERS[op](g, **big), torch.float32)
     grad_out = torch.randn(generic(op)(*tensors, *args).shape, generator=g)
     threads = torch.get_num_threads()
@@ -151,11 +155,13 @@ def test_cuda_matches_generic(op, kwargs, det):
 
 @CUDA
 @pytest.mark.cuda
-@pytest.mark.parametrize('op', ['guided_reassemble', 'local_deformable_attention'])
+@pytest.mark.parametrize('op', ['guided_reassemble', 'local_deformable_attention',
+                                'subpixel_sample'])
 def test_cuda_deterministic_backward_is_bitwise_reproducible(op):
     g = torch.Generator().manual_seed(15)
     big = {'guided_reassemble': dict(c=64, h=24, w=31, groups=2),
-           'local_deformable_attention': dict(c=32, sh=40, sw=52)}[op]
+           'local_deformable_attention': dict(c=32, sh=40, sw=52),
+           'subpixel_sample': dict(c=64, h=24, w=31, groups=4)}[op]
     tensors, args = _cast(op, *BUILDERS[op](g, **big), torch.float32, 'cuda')
     out = getattr(_native, op)(*tensors, *args)
     grad_out = torch.randn(out.shape, generator=g).cuda()

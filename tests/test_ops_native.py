@@ -9,7 +9,7 @@ import torch
 
 from dlu_mm.ops import (ddf_reference, dispatch, guided_reassemble,
                         guided_reassemble_reference, local_deformable_attention_reference,
-                        reassemble, reassemble_reference, use_backend)
+                        reassemble, reassemble_reference, subpixel_sample_reference, use_backend)
 from dlu_mm.ops import _native
 from dlu_mm.ops._compat import HAS_LIBRARY_REGISTER
 
@@ -25,6 +25,7 @@ REFERENCES = {
     'guided_reassemble': guided_reassemble_reference,
     'ddf': ddf_reference,
     'local_deformable_attention': local_deformable_attention_reference,
+    'subpixel_sample': subpixel_sample_reference,
 }
 
 
@@ -57,8 +58,18 @@ def lda_case(g, n=2, d=8, c=6, h=4, w=5, sh=8, sw=10, points=4, heads=2, groups=
     return tensors, [bias, heads, groups]
 
 
+def subpixel_case(g, n=2, c=4, h=5, w=7, groups=2, s=2):
+    # whole pixels in [-3, 3] (some points clamped at the border) plus a fraction in [0.1, 0.9]:
+    # no coordinate lands on an integer even in bfloat16, where the position gradient has a kink
+    # (and grid_sample's border test depends on its grid normalisation's rounding)
+    shape = (n, 2 * groups * s * s, h, w)
+    whole = torch.randint(-3, 4, shape, generator=g, dtype=torch.float64)
+    positions = whole + 0.1 + 0.8 * torch.rand(shape, generator=g, dtype=torch.float64)
+    return [_randn(g, n, c, h, w), positions], [groups, s]
+
+
 BUILDERS = {'reassemble': reassemble_case, 'guided_reassemble': guided_case, 'ddf': ddf_case,
-            'local_deformable_attention': lda_case}
+            'local_deformable_attention': lda_case, 'subpixel_sample': subpixel_case}
 
 # (op, builder kwargs): odd / non-square sizes, groups, H or W == 1, strides and dilations.
 CASES = [
@@ -76,6 +87,10 @@ CASES = [
     ('local_deformable_attention', dict(heads=1, groups=2, points=9, rpb=False)),
     ('local_deformable_attention', dict(d=8, c=8, h=1, w=5, sh=3, sw=9, heads=4, groups=1)),
     ('local_deformable_attention', dict(d=4, c=4, h=3, w=3, sh=1, sw=6, heads=1, groups=4)),
+    ('subpixel_sample', {}),
+    ('subpixel_sample', dict(c=3, h=1, w=6, groups=1, s=3)),
+    ('subpixel_sample', dict(c=6, h=4, w=1, groups=3, s=1)),
+    ('subpixel_sample', dict(n=1, c=8, h=6, w=5, groups=4, s=4)),
 ]
 CASE_IDS = [f'{op}-{i}' for i, (op, _) in enumerate(CASES)]
 
@@ -136,7 +151,8 @@ def test_gradcheck_float64(op):
     g = torch.Generator().manual_seed(1)
     small = {'reassemble': dict(n=1, c=2, h=3, w=4), 'guided_reassemble': dict(n=1, c=2, h=3, w=4),
              'ddf': dict(n=1, c=2, h=4, w=5, stride=2, combine='add'),
-             'local_deformable_attention': dict(n=1, d=4, c=4, h=3, w=3, sh=5, sw=4, points=3)}
+             'local_deformable_attention': dict(n=1, d=4, c=4, h=3, w=3, sh=5, sw=4, points=3),
+             'subpixel_sample': dict(n=1, c=4, h=3, w=4, groups=2, s=2)}
     tensors, args = BUILDERS[op](g, **small[op])
     inputs = [t.requires_grad_() for t in _split(op, tensors, args)]
     n_tensors = len(tensors)
@@ -192,7 +208,8 @@ def test_non_contiguous_inputs(op):
 def test_cpu_backward_deterministic(op):
     g = torch.Generator().manual_seed(5)
     big = {'reassemble': dict(c=8, h=9, w=11), 'guided_reassemble': dict(c=8, h=9, w=11),
-           'ddf': dict(c=8, h=12, w=13), 'local_deformable_attention': dict(sh=12, sw=13)}
+           'ddf': dict(c=8, h=12, w=13), 'local_deformable_attention': dict(sh=12, sw=13),
+           'subpixel_sample': dict(c=8, h=9, w=11)}
     tensors, args = _cast(op, *BUILDERS[op](g, **big[op]), torch.float32)
     grad_out = torch.randn(getattr(_native, op)(*tensors, *args).shape, generator=g)
     threads = torch.get_num_threads()
@@ -226,6 +243,10 @@ def test_cpp_checks_name_the_argument():
         torch.ops.dlu_mm.local_deformable_attention(
             torch.randn(1, 4, 6, 6), torch.randn(1, 4, 3, 3), x, torch.randn(1, 8, 6, 6),
             torch.randn(1, 3, 4), 1, 2)
+    with pytest.raises(RuntimeError, match='positions must have shape'):
+        torch.ops.dlu_mm.subpixel_sample(x, torch.randn(1, 8, 3, 3), 2, 2)
+    with pytest.raises(RuntimeError, match='must be divisible by groups'):
+        torch.ops.dlu_mm.subpixel_sample(x, torch.randn(1, 24, 3, 3), 3, 2)
     with pytest.raises(RuntimeError, match='at most'):
         torch.ops.dlu_mm.local_deformable_attention(
             torch.randn(1, 4, 6, 6), torch.randn(1, 4, 3, 3), x, torch.randn(1, 2 * 33, 6, 6),

@@ -12,13 +12,15 @@ activations, pixel shuffle and nearest resizing count 0.
 
 Categories: 'conv', 'matmul', 'reassembly' (CARAFE / DLU reassembly of k x k windows),
 'sampling' (every bilinear sample: DLU's kernel sampling, LDA-AQU's key/value sampling,
-grid_sample, bilinear resizing), 'attention' (LDA-AQU's q.k and A.v), 'dynamic_filter' (DDF).
+DySample's subpixel_sample, grid_sample, bilinear resizing), 'attention' (LDA-AQU's q.k and
+A.v), 'dynamic_filter' (DDF).
 """
 import math
 from collections import Counter
 
 __all__ = ['OP_COSTS', 'op_cost', 'reassemble_cost', 'guided_reassemble_cost', 'ddf_cost',
-           'local_deformable_attention_cost', 'BILINEAR_SAMPLE_FLOPS', 'DDF_TAP_FLOPS']
+           'local_deformable_attention_cost', 'subpixel_sample_cost', 'BILINEAR_SAMPLE_FLOPS',
+           'DDF_TAP_FLOPS']
 
 #: one bilinear sample of one value: 4 corner weights x value, accumulated (4 MACs)
 BILINEAR_SAMPLE_FLOPS = 8
@@ -64,12 +66,19 @@ def local_deformable_attention_cost(q, key, value, offsets, rpb=None, num_heads=
                    sampling=BILINEAR_SAMPLE_FLOPS * (d + c) * point_pixels)
 
 
+def subpixel_sample_cost(x, positions, groups=1, scale_factor=2):
+    """DySample's sampling: one bilinear sample per output value (as its grid_sample form)."""
+    n, c, h, w = x
+    return Counter(sampling=BILINEAR_SAMPLE_FLOPS * n * c * h * scale_factor * w * scale_factor)
+
+
 #: op name (as in ``torch.ops.dlu_mm.<name>`` and dlu_mm.ops.dispatch) -> cost function
 OP_COSTS = {
     'reassemble': reassemble_cost,
     'guided_reassemble': guided_reassemble_cost,
     'ddf': ddf_cost,
     'local_deformable_attention': local_deformable_attention_cost,
+    'subpixel_sample': subpixel_sample_cost,
 }
 
 

@@ -28,6 +28,7 @@ from ..ops._native import fake_forward
 from ..ops.ddf import ddf_reference
 from ..ops.local_attention import local_deformable_attention_reference
 from ..ops.reassemble import guided_reassemble_reference, reassemble_reference
+from ..ops.subpixel_sample import subpixel_sample_reference
 
 __all__ = ['NAMESPACE', 'UNIT_OPS', 'ops_as_units', 'record_op_calls']
 
@@ -38,6 +39,7 @@ _REFERENCES = {
     'guided_reassemble': guided_reassemble_reference,
     'ddf': ddf_reference,
     'local_deformable_attention': local_deformable_attention_reference,
+    'subpixel_sample': subpixel_sample_reference,
 }
 
 
@@ -57,6 +59,8 @@ _SCHEMAS = {
     'local_deformable_attention': 'local_deformable_attention(Tensor q, Tensor key, '
                                   'Tensor value, Tensor offsets, Tensor? rpb, int num_heads, '
                                   'int groups) -> Tensor',
+    'subpixel_sample': 'subpixel_sample(Tensor x, Tensor positions, int groups, '
+                       'int scale_factor) -> Tensor',
 }
 
 

@@ -8,9 +8,11 @@ from .dispatch import get_backend, native_available, set_backend, use_backend
 from .local_attention import local_deformable_attention, local_deformable_attention_reference
 from .reassemble import (guided_reassemble, guided_reassemble_reference, reassemble,
                          reassemble_reference)
+from .subpixel_sample import subpixel_sample, subpixel_sample_reference
 
 __all__ = [
     'reassemble', 'reassemble_reference', 'guided_reassemble', 'guided_reassemble_reference',
     'ddf', 'ddf_reference', 'local_deformable_attention', 'local_deformable_attention_reference',
-    'get_backend', 'set_backend', 'use_backend', 'native_available'
+    'subpixel_sample', 'subpixel_sample_reference', 'get_backend', 'set_backend', 'use_backend',
+    'native_available'
 ]

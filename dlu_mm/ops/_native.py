@@ -27,16 +27,19 @@ import torch
 from ._compat import HAS_LIBRARY_REGISTER, TORCH_VERSION, register_fake_kernel
 
 EXTENSION = 'dlu_mm._C_torch{}_{}'.format(*TORCH_VERSION)
-OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention')
+OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention',
+       'subpixel_sample')
 GENERIC_PREFIX = 'generic_'  # torch.ops.dlu_mm.generic_<op>: CPU only, same schema as <op>
 _DISPATCH_KEYS = {'cpu': 'CPU', 'cuda': 'CUDA'}
 # op -> (number of leading tensor inputs, input that gives the output's channels, input that
-# gives its H x W); the trailing inputs are ints / str / an optional tensor without autograd
+# gives its H x W, times the int argument at the optional 4th entry); the trailing inputs are
+# ints / str / an optional tensor without autograd
 _SPECS = {
     'reassemble': (2, 0, 1),                  # x, kernels
     'guided_reassemble': (3, 0, 2),           # x, kernel_space, offsets
     'ddf': (3, 0, 2),                         # x, channel_filter, spatial_filter
     'local_deformable_attention': (5, 2, 0),  # q, key, value, offsets, rpb (optional)
+    'subpixel_sample': (2, 0, 0, 3),          # x, positions; (s*H, s*W), s = scale_factor
 }
 _SPECS.update({GENERIC_PREFIX + op: spec for op, spec in list(_SPECS.items())})
 
@@ -66,11 +69,12 @@ _FAILED = {}     # op -> why its autograd / fake kernels could not be registered
 
 def fake_forward(op):
     """The fake kernel of ``op``: its output (N, C', H', W') allocated like the first input."""
-    _, channels_from, size_from = _SPECS[op]
+    _, channels_from, size_from, *scale_from = _SPECS[op]
 
     def fake(*inputs):
+        scale = inputs[scale_from[0]] if scale_from else 1
         return inputs[0].new_empty((inputs[0].shape[0], inputs[channels_from].shape[1],
-                                    *inputs[size_from].shape[2:]))
+                                    *(size * scale for size in inputs[size_from].shape[2:])))
     return fake
 
 
@@ -194,6 +198,10 @@ def ddf(x, channel_filter, spatial_filter, k, dilation=1, stride=1, combine='mul
 
 def local_deformable_attention(q, key, value, offsets, rpb=None, num_heads=1, groups=2):
     return _call('local_deformable_attention', q, key, value, offsets, rpb, num_heads, groups)
+
+
+def subpixel_sample(x, positions, groups=1, scale_factor=2):
+    return _call('subpixel_sample', x, positions, groups, scale_factor)
 
 
 def run_generic(op, device_type, args):

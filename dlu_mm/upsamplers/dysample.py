@@ -1,12 +1,13 @@
 """DySample: Learning to Upsample by Learning to Sample (Liu et al., ICCV 2023).
 
 A 1x1 conv predicts, for every output pixel and channel group, a small offset from the point
-bilinear upsampling would sample; the input is then point-sampled there (grid_sample).
+bilinear upsampling would sample; the input is then point-sampled there (one
+:func:`dlu_mm.ops.subpixel_sample` call: compiled kernels, grid_sample reference).
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ..ops import subpixel_sample
 from ..utils import check_choice, check_divisible, check_int
 from .base import BaseUpsampler
 
@@ -33,9 +34,10 @@ class DySample(BaseUpsampler):
     offsets = conv1x1(x) C -> 2*G*s*s  * 0.25                          (DySample)
             = conv1x1(x) * 0.5 * sigmoid(scope conv1x1(x), no bias)   (DySample+, dyscope=True)
       channels [0, G*s*s) are x, [G*s*s, 2*G*s*s) are y, each g*s*s + dy*s + dx, low-res pixels
-    positions = pixel_shuffle(offsets + sub-pixel init positions)     # (N, 2G, sH, sW)
-    Y[group g] = grid_sample(X[group g], centre of the parent (i+0.5, j+0.5) + positions,
-                             bilinear, align_corners=False, border padding)
+    positions = offsets + sub-pixel init positions                    # (N, 2*G*s*s, H, W)
+    Y[group g] = grid_sample(X[group g], centre of the parent (i+0.5, j+0.5)
+                             + pixel_shuffle(positions), bilinear, align_corners=False, border)
+               = dlu_mm.ops.subpixel_sample(X, positions, G, s)  (one compiled pass)
     With zero offsets this is exactly bilinear upsampling (align_corners=False).
     Params: 8,224 at C=256, s=2, G=4 (DySample+: 16,416).
 
@@ -69,31 +71,14 @@ class DySample(BaseUpsampler):
             nn.init.zeros_(self.scope.weight)
 
     def upsample(self, x, guide=None):
-        n, c, h, w = x.shape
         s, g = self.scale_factor, self.groups
         if self.scope is None:
             offsets = self.offset(x) * 0.25
         else:
             offsets = self.offset(x) * self.scope(x).sigmoid() * 0.5
         # under autocast the convs run in low precision; sample in x's dtype
-        offsets = offsets.to(x.dtype) + subpixel_init_positions(s, g, x.device, x.dtype)
-        positions = F.pixel_shuffle(offsets, s).view(n, 2, g, s * h, s * w)
-        # parent centre (i + 0.5, j + 0.5) + position, normalised over the W (H) pixel-wide
-        # extent (align_corners=False): finite for 1-pixel maps
-        cols = torch.arange(w, device=x.device, dtype=x.dtype).repeat_interleave(s) + 0.5
-        rows = torch.arange(h, device=x.device, dtype=x.dtype).repeat_interleave(s) + 0.5
-        grid_x = (positions[:, 0] + cols) / w * 2.0 - 1.0  # (N, G, sH, sW)
-        grid_y = (positions[:, 1] + rows[:, None]) / h * 2.0 - 1.0
-        grid = torch.stack((grid_x, grid_y), dim=-1).view(n * g, s * h, s * w, 2)
-        # channels-last input: grid_sample's CPU kernels (forward and the input-gradient
-        # scatter) then read / write each bilinear corner as one run of channels, about 1.6x
-        # faster than NCHW planes even with the layout copies
-        features = x.reshape(n * g, c // g, h, w)
-        if x.device.type == 'cpu':
-            features = features.contiguous(memory_format=torch.channels_last)
-        out = F.grid_sample(features, grid, mode='bilinear', padding_mode='border',
-                            align_corners=False)
-        return out.reshape(n, c, s * h, s * w).contiguous()
+        positions = offsets.to(x.dtype) + subpixel_init_positions(s, g, x.device, x.dtype)
+        return subpixel_sample(x, positions, g, s)
 
     def extra_repr(self):
         return (f'{super().extra_repr()}, groups={self.groups}, style={self.style!r}, '

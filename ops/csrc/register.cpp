@@ -6,6 +6,7 @@
 #include "ddf.h"
 #include "local_attention.h"
 #include "reassemble.h"
+#include "subpixel_sample.h"
 
 // `import dlu_mm._C_torch<X>_<Y>` loads this library (and so runs the registrations below); the
 // module itself is empty. Its name comes from setup.py through torch's TORCH_EXTENSION_NAME.
@@ -39,6 +40,9 @@ TORCH_LIBRARY(dlu_mm, m) {
   m.def("local_deformable_attention_backward(Tensor grad_out, Tensor q, Tensor key, "
         "Tensor value, Tensor offsets, Tensor? rpb, int num_heads, int groups) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("subpixel_sample(Tensor x, Tensor positions, int groups, int scale_factor) -> Tensor");
+  m.def("subpixel_sample_backward(Tensor grad_out, Tensor x, Tensor positions, int groups, "
+        "int scale_factor) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
@@ -50,6 +54,8 @@ TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
   m.impl("ddf_backward", &dlu_mm::ddf_backward_cpu);
   m.impl("local_deformable_attention", &dlu_mm::local_attention_cpu);
   m.impl("local_deformable_attention_backward", &dlu_mm::local_attention_backward_cpu);
+  m.impl("subpixel_sample", &dlu_mm::subpixel_sample_cpu);
+  m.impl("subpixel_sample_backward", &dlu_mm::subpixel_sample_backward_cpu);
 }
 
 #ifdef DLU_MM_WITH_CUDA
@@ -62,5 +68,7 @@ TORCH_LIBRARY_IMPL(dlu_mm, CUDA, m) {
   m.impl("ddf_backward", &dlu_mm::ddf_backward_cuda);
   m.impl("local_deformable_attention", &dlu_mm::local_attention_cuda);
   m.impl("local_deformable_attention_backward", &dlu_mm::local_attention_backward_cuda);
+  m.impl("subpixel_sample", &dlu_mm::subpixel_sample_cuda);
+  m.impl("subpixel_sample_backward", &dlu_mm::subpixel_sample_backward_cuda);
 }
 #endif

@@ -34,7 +34,7 @@ import time
 import torch
 
 IMPL_LABELS = {'unfold': 'unfold (naive CARAFE)', 'copy': 'copy limit (clone of its bytes)'}
-OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention')
+OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention', 'subpixel_sample')
 FPN_SHAPES = ('25x38', '50x76', '100x152', '200x304')  # P5..P2 of 800x1216
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16,
           'float64': torch.float64}
@@ -57,6 +57,13 @@ def make_inputs(op, n, c, h, w, dtype, device):
     if op == 'ddf':  # one DDF-Up branch: 3x3 filters at the input resolution
         return [randn(n, c, h, w), randn(n, c, 3, 3, scale=0.3), randn(n, 9, h, w, scale=0.3)], \
             [3, 1, 1, 'mul']
+    if op == 'subpixel_sample':  # DySample: 4 groups, init positions + 0.25 x small offsets
+        s = 2
+        init = (torch.arange(s) - (s - 1) / 2) / s
+        dy, dx = torch.meshgrid(init, init, indexing='ij')
+        init = torch.stack((dx, dy))[:, None].expand(2, 4, s, s).reshape(1, 2 * 4 * s * s, 1, 1)
+        positions = init + 0.25 * torch.randn(n, 2 * 4 * s * s, h, w, generator=g)
+        return [randn(n, c, h, w), positions.to(device, dtype)], [4, s]
     # LDA-AQU: D = C/4 query/key channels, 3x3 points per group, offsets = base grid + noise
     base = torch.stack(torch.meshgrid(torch.arange(3.) - 1, torch.arange(3.) - 1, indexing='ij'),
                        -1).reshape(1, 1, LDA_POINTS * 2, 1, 1)

@@ -20,6 +20,7 @@ N, C, S = 2, 256, 2
 K_UP, GROUPS, TILE = 5, 1, 16           # CARAFE / DLU: k_up = 5, one kernel group
 DDF_K = 3                               # one DDF-Up branch: 3x3 filters at input resolution
 LDA_D, LDA_P, LDA_G, LDA_HEADS = 64, 9, 2, 1
+DYS_G = 4                               # DySample: 4 groups
 # (HBM bytes/s, fp32 FLOP/s of the CUDA cores): the data-sheet peaks
 GPUS = {'H100 SXM': (3.35e12, 67e12), 'H200': (4.8e12, 67e12)}
 ELEM = {'fp32': 4, 'fp16': 2}
@@ -41,6 +42,11 @@ def op_cost(op, h, w):
         k2 = DDF_K * DDF_K
         inputs = N * C * h * w + N * C * k2 + N * k2 * h * w
         return inputs, N * C * h * w, 3 * k2 * N * C * h * w  # weight product + multiply-add
+    if op == 'subpixel_sample':     # x, positions (N, 2*G*s*s, H, W)
+        inputs = N * C * h * w + N * 2 * DYS_G * S * S * h * w
+        # per output value: one bilinear sample (8) and its set-up (position adds, clamps,
+        # four weights: ~10), which the CUDA functor redoes for every channel
+        return inputs, N * C * oh * ow, (8 + 10) * N * C * oh * ow
     # local_deformable_attention: q (N, D, sH, sW), key (N, D, H, W), value, offsets, rpb
     inputs = (N * LDA_D * oh * ow + N * LDA_D * h * w + N * C * h * w
               + N * LDA_G * 2 * LDA_P * oh * ow + LDA_HEADS * LDA_P * LDA_D)
@@ -52,7 +58,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--ops', nargs='+',
                         default=['reassemble', 'guided_reassemble', 'ddf',
-                                 'local_deformable_attention'])
+                                 'local_deformable_attention', 'subpixel_sample'])
     args = parser.parse_args()
     header = ['op', 'level (H x W)', 'dtype', 'fwd MB', 'fwd GFLOP', 'FLOP/B',
               *(f'{gpu} fwd us' for gpu in GPUS), 'fwd+bwd MB',

@@ -9,6 +9,7 @@
 #include "dlu_generic.h"
 #include "local_attention.h"
 #include "reassemble.h"
+#include "subpixel_sample.h"
 
 namespace dlu_mm {
 namespace {
@@ -70,6 +71,17 @@ generic_local_attention_backward(const at::Tensor& grad_out, const at::Tensor& q
                                                groups);
 }
 
+at::Tensor generic_subpixel_sample(const at::Tensor& x, const at::Tensor& positions,
+                                  int64_t groups, int64_t scale_factor) {
+  return subpixel_sample_impl<Driver>(x, positions, groups, scale_factor);
+}
+
+std::tuple<at::Tensor, at::Tensor> generic_subpixel_sample_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& positions, int64_t groups,
+    int64_t scale_factor) {
+  return subpixel_sample_backward_impl<Driver>(grad_out, x, positions, groups, scale_factor);
+}
+
 }  // namespace
 }  // namespace dlu_mm
 
@@ -93,6 +105,10 @@ TORCH_LIBRARY_FRAGMENT(dlu_mm, m) {
   m.def("generic_local_deformable_attention_backward(Tensor grad_out, Tensor q, Tensor key, "
         "Tensor value, Tensor offsets, Tensor? rpb, int num_heads, int groups) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("generic_subpixel_sample(Tensor x, Tensor positions, int groups, int scale_factor) "
+        "-> Tensor");
+  m.def("generic_subpixel_sample_backward(Tensor grad_out, Tensor x, Tensor positions, "
+        "int groups, int scale_factor) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
@@ -105,4 +121,6 @@ TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
   m.impl("generic_local_deformable_attention", &dlu_mm::generic_local_attention);
   m.impl("generic_local_deformable_attention_backward",
          &dlu_mm::generic_local_attention_backward);
+  m.impl("generic_subpixel_sample", &dlu_mm::generic_subpixel_sample);
+  m.impl("generic_subpixel_sample_backward", &dlu_mm::generic_subpixel_sample_backward);
 }
