@@ -3,12 +3,14 @@
 //
 // The functors set up the bilinear sample of an output pixel (two position reads, clamp, floor,
 // four weights) once per channel, and grad_positions reads grad_out and x with a plane stride
-// per channel. Here a task sets up one output row of one group once (RowSamples) and sweeps the
-// group's channels over it: per channel and pixel four loads and four weights, with the corner
-// offsets (o00, o00 + dx1, o00 + dy1, ...) uniform over the image. The sums run in the functors'
-// order (grad_x: output pixels in increasing order, corners 0..3; grad_positions: channels in
-// increasing order), so the results are the functors' up to floating-point contraction, and do
-// not depend on the thread count.
+// per channel. Here a task sets up one output row of one group once (RowSamples, without index
+// divisions) and sweeps the group's channels over it in blocks of four (the pixel's corner
+// offset and weights loaded once per block; corners o00, o00 + dx1, o00 + dy1, ... with steps
+// uniform over the image); the backward computes both gradients in that one sweep when there
+// are enough (n, g) tasks for the threads. The sums run in the functors' order (grad_x: output
+// pixels in increasing order, corners 0..3; grad_positions: channels in increasing order), so
+// the results are the functors' up to floating-point contraction, and do not depend on the
+// thread count.
 #include <algorithm>
 #include <type_traits>
 #include <vector>
