@@ -1,5 +1,5 @@
 """tools/analysis: the complexity table, get_flops on a detection and a segmentation config,
-and the visualiser's PNGs."""
+the visualiser's PNGs and the upsampler benchmark."""
 import importlib.util
 import os
 
@@ -95,3 +95,28 @@ def test_visualizer_writes_readable_pngs(tmp_path):
     _, calls = scene.run('DLU')
     offsets = next(args[2] for op, args in calls if op == 'guided_reassemble')
     assert float(offsets.abs().max()) > 0.05
+
+
+def test_benchmark_upsamplers_module_table(capsys):
+    """A small run of the module benchmark: one row per upsampler, the baselines added, ratios
+    to nearest and CARAFE from the same run."""
+    _tool('benchmark_upsamplers').main(['--levels', 'P5', '--upsamplers', 'DySample', 'DDFUp',
+                                        '--channels', '16', '--repeats', '1', '--threads', '1'])
+    printed = capsys.readouterr().out
+    rows = [line.split(' | ') for line in printed.splitlines() if line.startswith('| P5')]
+    assert [row[1] for row in rows] == ['CARAFE', 'nearest', 'DySample', 'DDFUp']
+    carafe, nearest = rows[0], rows[1]
+    assert carafe[5] == '1.00' and nearest[4] == '1.00'  # x CARAFE / x nearest of themselves
+    assert all(float(row[3]) > 0 and float(row[8]) > 0 for row in rows)  # fwd+bwd ms, peak MiB
+    assert 'native ddf/lda/subpixel' in printed
+
+
+def test_benchmark_upsamplers_fixes_roi_align_sampling():
+    """The detector is built with a fixed RoIAlign sampling ratio (its cost would otherwise
+    follow each untrained model's proposals)."""
+    pytest.importorskip('mmdet')
+    tool = _tool('benchmark_upsamplers')
+    model = tool.build_model('det', 'dysample', 'cpu', roi_sampling=2)
+    assert all(layer.sampling_ratio == 2 for layer in model.roi_head.bbox_roi_extractor.roi_layers)
+    assert type(model.neck.upsamplers[0]).__name__ == 'DySample'
+

@@ -17,6 +17,9 @@ What each lowering does instead (output (N, C, sH, sW), taps T = k*k):
   (bilinear, border), then reassembled as above. GridSample needs opset >= 16 (TensorRT >= 8.5).
 * ``ddf``: a loop over the taps of strided slices of the padded input (the reference is already
   of that form: no unfold).
+* ``subpixel_sample`` (DySample): its reference is already the export form (the positions
+  pixel-shuffled by Reshape/Transpose, one GridSample, bilinear, border), so it has no entry
+  here and exports through it.
 * ``local_deformable_attention``: keys are sampled at all P points in one GridSample (D = C/4
   channels), the values one point at a time and accumulated with the attention weights, so the
   (N, C, P, sH, sW) sampled values never exist.

@@ -10,7 +10,11 @@ On CPU the process CPU time of forward+backward is given too (less sensitive to 
 Whole models (``--models det seg``, needs mmdet / mmseg): one training step (data preprocessor,
 loss, backward) of Faster R-CNN R50-FPN (CARAFE-style neck, ``configs/faster_rcnn_r50_fpn_*``)
 and UPerNet R50 (``configs/upernet_r50_*``) per upsampler, median of ``--steps`` interleaved
-steps, overhead over nearest (detector) / bilinear (UPerNet) in %.
+steps, overhead over nearest (detector) / bilinear (UPerNet) in %. The detector's RoIAlign runs
+with sampling_ratio=2 (``--roi-sampling``; the configs have 0): with 0 it samples
+ceil(RoI size / 7) points per bin, so its cost follows the proposals of each untrained model,
+which differ by upsampler, and swung the step by -5%..+21% independently of the upsampler's own
+cost (profiled: RoIAlign fwd + bwd 1.6 s with nearest, 2.5 s with DySample, whose op took 55 ms).
 
 Peak memory: on CUDA torch.cuda.max_memory_allocated over the call; on CPU the high-water mark of
 the profiler's allocation counter (every tensor the call allocates, inputs excluded).
@@ -173,7 +177,7 @@ def _batch(family, n, size, seed=0):
     return seg_batch(batch_size=n, size=size, seed=seed)
 
 
-def build_model(family, part, device):
+def build_model(family, part, device, roi_sampling=None):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     if family == 'det':
@@ -188,6 +192,8 @@ def build_model(family, part, device):
     init_default_scope(cfg.get('default_scope', 'mmdet' if family == 'det' else 'mmseg'))
     if cfg.model.backbone.get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # no pretrained download
+    if family == 'det' and roi_sampling is not None:
+        cfg.model.roi_head.bbox_roi_extractor.roi_layer.sampling_ratio = roi_sampling
     model_cfg = cfg.model
     if family == 'seg':
         model_cfg.pop('pretrained', None)
@@ -230,7 +236,8 @@ def bench_models(args, device):
             names.insert(0, base)
         size = tuple(args.det_size if family == 'det' else args.seg_size)
         batch = _batch(family, args.batch, size)
-        models = {name: build_model(family, configs[name], device) for name in names}
+        models = {name: build_model(family, configs[name], device, args.roi_sampling)
+                  for name in names}
         times = {name: [] for name in names}
         for name in names:
             train_step(models[name], batch, device)  # warm-up
@@ -269,6 +276,10 @@ def main(argv=None):
                         help='whole-model train steps (needs mmdet / mmseg)')
     parser.add_argument('--steps', type=int, default=3, help='timed train steps per model')
     parser.add_argument('--det-size', type=int, nargs=2, default=(512, 672))
+    parser.add_argument('--roi-sampling', type=int, default=2,
+                        help="the detector's RoIAlign sampling_ratio: 2 (default) fixes its cost; "
+                             "the configs' 0 samples ceil(RoI size / 7) points per bin, so its "
+                             "cost follows each untrained model's proposals (+-10%% of a step)")
     parser.add_argument('--seg-size', type=int, nargs=2, default=(512, 512))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -282,9 +293,10 @@ def main(argv=None):
     from dlu_mm.ops.dispatch import native_available
     load = os.getloadavg() if hasattr(os, 'getloadavg') else ('?',) * 3
     print(f'# dlu_mm {dlu_mm.__file__}, torch {torch.__version__}, device {device}, '
-          f'threads {torch.get_num_threads()}, native ddf/lda '
+          f'threads {torch.get_num_threads()}, native ddf/lda/subpixel '
           f"{native_available('ddf', device.type)}/"
-          f"{native_available('local_deformable_attention', device.type)}, "
+          f"{native_available('local_deformable_attention', device.type)}/"
+          f"{native_available('subpixel_sample', device.type)}, "
           f'load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}')
     if not args.no_modules:
         print_module_table(bench_modules(args, device), device)
