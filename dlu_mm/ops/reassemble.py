@@ -28,7 +28,7 @@ from .export import is_onnx_exporting, lowering
 __all__ = ['reassemble', 'reassemble_reference', 'guided_reassemble',
            'guided_reassemble_reference', 'check_reassemble_args',
            'check_guided_reassemble_args', 'kernel_softmax', 'sample_kernel_space',
-           'local_window_similarity']
+           'local_window_similarity', 'check_grouped_upsampling_args']
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,14 +51,20 @@ def _check_per_pixel(name, tensor, channels, x, scale_factor):
                          f'{tuple(tensor.shape)}')
 
 
-def _check_common(x, k, groups, scale_factor):
+def check_grouped_upsampling_args(x, groups, scale_factor):
+    """x a floating (N, C, H, W) tensor, ``groups`` dividing C, ``scale_factor`` >= 1 (shared
+    with subpixel_sample); returns ``(groups, scale_factor)`` as ints."""
     check_4d('x', x)
     if not x.is_floating_point():
         raise TypeError(f'x must be a floating-point tensor, got dtype {x.dtype}')
-    k = check_odd('k', k)
     groups = check_int('groups', groups, 1)
     check_divisible('channels of x', x.shape[1], 'groups', groups)
-    return k, groups, _check_scale(scale_factor)
+    return groups, _check_scale(scale_factor)
+
+
+def _check_common(x, k, groups, scale_factor):
+    groups, scale_factor = check_grouped_upsampling_args(x, groups, scale_factor)
+    return check_odd('k', k), groups, scale_factor
 
 
 def check_reassemble_args(x, kernels, k, groups=1, scale_factor=2):

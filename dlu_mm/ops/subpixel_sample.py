@@ -21,20 +21,16 @@ or beyond the first / last row or column (clamped).
 import torch
 import torch.nn.functional as F
 
-from ..utils import check_4d, check_divisible, check_int, check_same_device_dtype
+from ..utils import check_4d, check_same_device_dtype
 from .dispatch import dispatch
+from .reassemble import check_grouped_upsampling_args
 
 __all__ = ['subpixel_sample', 'subpixel_sample_reference', 'check_subpixel_sample_args']
 
 
 def check_subpixel_sample_args(x, positions, groups, scale_factor):
     """Validate :func:`subpixel_sample`'s arguments; returns ``(groups, scale_factor)``."""
-    check_4d('x', x)
-    if not x.is_floating_point():
-        raise TypeError(f'x must be a floating-point tensor, got dtype {x.dtype}')
-    groups = check_int('groups', groups, 1)
-    scale_factor = check_int('scale_factor', scale_factor, 1)
-    check_divisible('channels of x', x.shape[1], 'groups', groups)
+    groups, scale_factor = check_grouped_upsampling_args(x, groups, scale_factor)
     check_4d('positions', positions)
     check_same_device_dtype('positions', positions, 'x', x)
     n, _, h, w = x.shape

@@ -198,6 +198,16 @@ inline void check_input(const at::Tensor& x, const char* name) {
               " must be float16, bfloat16, float32 or float64, got ", x.scalar_type());
 }
 
+// x (N, C, H, W) upsampled by scale_factor with `groups` channel groups (reassemble,
+// guided_reassemble, subpixel_sample).
+inline void check_grouped_upsampling(const at::Tensor& x, int64_t groups, int64_t scale_factor) {
+  check_input(x, "x");
+  TORCH_CHECK(groups >= 1, "groups must be >= 1, got ", groups);
+  TORCH_CHECK(scale_factor >= 1, "scale_factor must be >= 1, got ", scale_factor);
+  TORCH_CHECK(x.size(1) % groups == 0, "x's channels (", x.size(1),
+              ") must be divisible by groups (", groups, ")");
+}
+
 inline void check_odd_kernel(int64_t k, const char* name) {
   TORCH_CHECK(k >= 1 && k % 2 == 1, name, " must be a positive odd integer, got ", k);
 }

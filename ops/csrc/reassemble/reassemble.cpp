@@ -6,13 +6,9 @@ namespace dlu_mm {
 ReassembleShape check_reassemble(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
                                  int64_t groups, int64_t scale_factor, const char* kernels_name,
                                  bool low_res_kernels) {
-  check_input(x, "x");
+  check_grouped_upsampling(x, groups, scale_factor);
   check_odd_kernel(k, "k");
-  TORCH_CHECK(groups >= 1, "groups must be >= 1, got ", groups);
-  TORCH_CHECK(scale_factor >= 1, "scale_factor must be >= 1, got ", scale_factor);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK(C % groups == 0, "x's channels (", C, ") must be divisible by groups (", groups,
-              ")");
   check_float_tensor(kernels, kernels_name, 4, x);
   const int64_t kh = low_res_kernels ? H : H * scale_factor;
   const int64_t kw = low_res_kernels ? W : W * scale_factor;

@@ -5,12 +5,8 @@ namespace dlu_mm {
 
 SubpixelShape check_subpixel_sample(const at::Tensor& x, const at::Tensor& positions,
                                     int64_t groups, int64_t scale_factor) {
-  check_input(x, "x");
-  TORCH_CHECK(groups >= 1, "groups must be >= 1, got ", groups);
-  TORCH_CHECK(scale_factor >= 1, "scale_factor must be >= 1, got ", scale_factor);
+  check_grouped_upsampling(x, groups, scale_factor);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK(C % groups == 0, "x's channels (", C, ") must be divisible by groups (", groups,
-              ")");
   const int64_t s = scale_factor, ss = s * s;
   check_float_tensor(positions, "positions", 4, x);
   TORCH_CHECK(positions.size(0) == N && positions.size(1) == 2 * groups * ss &&

@@ -255,35 +255,34 @@ std::tuple<at::Tensor, at::Tensor> subpixel_sample_backward_cpu(
     const scalar_t* go = grad_out.data_ptr<scalar_t>();
     scalar_t* gpos = grad_positions.data_ptr<scalar_t>();
     acc_t* gx = grad_x.data_ptr<acc_t>();
+    // The position gradients of output row oy of (n, g), over all of g's channels, and with
+    // grad_x given, those channels' input-gradient scatter in the same sweep.
+    auto position_row = [&](RowSamples<scalar_t>& rs, std::vector<acc_t>& ay,
+                            std::vector<acc_t>& ax, int64_t n, int64_t g, int64_t oy,
+                            acc_t* grad_x_or_null) {
+      rs.locate(d, n, g, oy);
+      std::fill(ay.begin(), ay.end(), acc_t(0));
+      std::fill(ax.begin(), ax.end(), acc_t(0));
+      backward_row<scalar_t>(d, rs, go, n, oy, g * sh.Cg, (g + 1) * sh.Cg, ay.data(), ax.data(),
+                             grad_x_or_null);
+      store_position_grads(d, rs, n, g, oy, ay.data(), ax.data(), gpos);
+    };
     if (pieces == 1) {  // one task per (n, g): both gradients in one sweep
       at::parallel_for(0, ng_tasks, 1, [&](int64_t begin, int64_t end) {
         RowSamples<scalar_t> rs(sh.sW);
         std::vector<acc_t> ay(sh.sW), ax(sh.sW);
-        for (int64_t ng = begin; ng < end; ++ng) {
-          const int64_t g = ng % sh.G, n = ng / sh.G;
-          for (int64_t oy = 0; oy < sh.sH; ++oy) {
-            rs.locate(d, n, g, oy);
-            std::fill(ay.begin(), ay.end(), acc_t(0));
-            std::fill(ax.begin(), ax.end(), acc_t(0));
-            backward_row(d, rs, go, n, oy, g * sh.Cg, (g + 1) * sh.Cg, ay.data(), ax.data(), gx);
-            store_position_grads(d, rs, n, g, oy, ay.data(), ax.data(), gpos);
-          }
-        }
+        for (int64_t ng = begin; ng < end; ++ng)
+          for (int64_t oy = 0; oy < sh.sH; ++oy)
+            position_row(rs, ay, ax, ng / sh.G, ng % sh.G, oy, gx);
       });
     } else {
       // position gradients: one (n, g, output row) per task
       at::parallel_for(0, ng_tasks * sh.sH, 1, [&](int64_t begin, int64_t end) {
         RowSamples<scalar_t> rs(sh.sW);
         std::vector<acc_t> ay(sh.sW), ax(sh.sW);
-        for (int64_t task = begin; task < end; ++task) {
-          const int64_t oy = task % sh.sH, ng = task / sh.sH, g = ng % sh.G, n = ng / sh.G;
-          rs.locate(d, n, g, oy);
-          std::fill(ay.begin(), ay.end(), acc_t(0));
-          std::fill(ax.begin(), ax.end(), acc_t(0));
-          backward_row<scalar_t>(d, rs, go, n, oy, g * sh.Cg, (g + 1) * sh.Cg, ay.data(),
-                                 ax.data(), nullptr);
-          store_position_grads(d, rs, n, g, oy, ay.data(), ax.data(), gpos);
-        }
+        for (int64_t task = begin; task < end; ++task)
+          position_row(rs, ay, ax, task / sh.sH / sh.G, (task / sh.sH) % sh.G, task % sh.sH,
+                       nullptr);
       });
       // grad_x: one (n, g, piece of channels) per task, owning those planes
       const int64_t per_piece = (sh.Cg + pieces - 1) / pieces;
