@@ -75,7 +75,7 @@ def register_mmengine_safe_globals():
         return True
     import torch
 
-    from .ops._compat import TORCH_VERSION
+    from .ops.compat import TORCH_VERSION
     if TORCH_VERSION < (2, 6):
         return False
     try:

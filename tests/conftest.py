@@ -35,9 +35,9 @@ def pytest_sessionstart(session):
     stops the run at once (the op tests would otherwise skip and the rest fall back silently)."""
     if os.environ.get('DLU_MM_REQUIRE_NATIVE') != '1':
         return
-    from dlu_mm.ops import _native
-    missing = {op: _native.why_unavailable(op, 'cpu') for op in _native.OPS
-               if not _native.available(op, 'cpu')}
+    from dlu_mm.ops import native as compiled
+    missing = {op: compiled.why_unavailable(op, 'cpu') for op in compiled.OPS
+               if not compiled.available(op, 'cpu')}
     if missing:
         pytest.exit(f'DLU_MM_REQUIRE_NATIVE=1 but compiled CPU ops are unusable: {missing}',
                     returncode=1)

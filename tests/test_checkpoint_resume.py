@@ -16,7 +16,7 @@ import torch.nn as nn
 
 import dlu_mm  # noqa: F401  (registers the safe globals)
 from dlu_mm.checkpoint import NUMPY_MULTIARRAY_MODULES, _history_buffer_getattr
-from dlu_mm.ops._compat import TORCH_VERSION
+from dlu_mm.ops.compat import TORCH_VERSION
 
 NEEDS_ALLOW_LIST = pytest.mark.skipif(
     TORCH_VERSION < (2, 6), reason='weights_only=True by default and safe-global aliases exist '

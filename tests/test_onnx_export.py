@@ -11,7 +11,7 @@ onnx = pytest.importorskip('onnx', reason='needs onnx (pinned in constraints*.tx
 ort = pytest.importorskip('onnxruntime', reason='needs onnxruntime (pinned in constraints*.txt)')
 
 from dlu_mm.ops import get_backend  # noqa: E402
-from dlu_mm.ops.export import is_onnx_exporting  # noqa: E402
+from dlu_mm.ops import is_onnx_exporting  # noqa: E402
 from dlu_mm.upsamplers.builder import build_upsampler  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -13,9 +13,8 @@ kind.
 import pytest
 import torch
 
-from test_ops_native import BUILDERS, _cast, _run, check_native_matches_reference
-
-from dlu_mm.ops import _native
+from dlu_mm.ops import native as compiled
+from op_cases import BUILDERS, cast_case, check_native_matches_reference, run_op
 
 CASES = [
     ('ddf', dict(n=1, c=19, h=9, w=37, k=3)),                       # channel block remainder
@@ -46,11 +45,11 @@ def test_blocked_cpu_kernels_match_reference(op, kwargs, dtype):
 @pytest.mark.parametrize('op,kwargs', CASES[:1] + CASES[4:5], ids=IDS[:1] + IDS[4:5])
 def test_blocked_cpu_backward_is_deterministic(op, kwargs):
     g = torch.Generator().manual_seed(4)
-    tensors, args = _cast(op, *BUILDERS[op](g, **kwargs), torch.float32)
-    native = getattr(_native, op)
+    tensors, args = cast_case(op, *BUILDERS[op](g, **kwargs), torch.float32)
+    native = getattr(compiled, op)
     grad_out = torch.randn(native(*tensors, *args).shape, generator=g)
-    first = _run(native, op, tensors, args, grad_out)
-    second = _run(native, op, tensors, args, grad_out)
+    first = run_op(native, op, tensors, args, grad_out)
+    second = run_op(native, op, tensors, args, grad_out)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
 
@@ -60,17 +59,17 @@ def test_subpixel_backward_split_matches_whole_group_sweep(threads):
     """The backward's two task layouts (whole group per task, or channel pieces in a second
     pass; chosen by the thread count) sum in the same order: bitwise equal results."""
     g = torch.Generator().manual_seed(5)
-    tensors, args = _cast('subpixel_sample',
+    tensors, args = cast_case('subpixel_sample',
                           *BUILDERS['subpixel_sample'](g, n=1, c=20, h=6, w=9, groups=2, s=2),
                           torch.float32)
-    native = _native.subpixel_sample
+    native = compiled.subpixel_sample
     grad_out = torch.randn(native(*tensors, *args).shape, generator=g)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # 2 (n, g) tasks >= 2 * 1 thread: whole groups
-        whole = _run(native, 'subpixel_sample', tensors, args, grad_out)
+        whole = run_op(native, 'subpixel_sample', tensors, args, grad_out)
         torch.set_num_threads(threads)
-        other = _run(native, 'subpixel_sample', tensors, args, grad_out)
+        other = run_op(native, 'subpixel_sample', tensors, args, grad_out)
     finally:
         torch.set_num_threads(previous)
     for a, b in zip(whole, other):

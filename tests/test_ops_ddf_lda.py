@@ -1,6 +1,5 @@
 """ddf and local_deformable_attention: references against direct per-pixel loops, gradcheck,
 argument validation, dtypes and edge shapes."""
-import math
 import statistics
 
 import pytest
@@ -9,85 +8,9 @@ import torch
 from dlu_mm.ops import (ddf, ddf_reference, local_deformable_attention,
                         local_deformable_attention_reference)
 from dlu_mm.ops.ddf import ddf_heads, filter_norm
+from op_cases import ddf_loop, lda_loop
 
 pytestmark = pytest.mark.filterwarnings('ignore:dlu_mm. no compiled')
-
-
-# ---------------------------------------------------------------------------------------------
-# Independent oracles: plain Python loops over every output element
-# ---------------------------------------------------------------------------------------------
-def ddf_loop(x, channel_filter, spatial_filter, k, dilation, stride, combine):
-    n_, c_, h, w = x.shape
-    out_h, out_w = h // stride, w // stride
-    xs, chs, sps = x.tolist(), channel_filter.tolist(), spatial_filter.tolist()
-    r = (k - 1) // 2
-    out = torch.zeros(n_, c_, out_h, out_w, dtype=torch.float64)
-    for n in range(n_):
-        for c in range(c_):
-            for i in range(out_h):
-                for j in range(out_w):
-                    acc = 0.0
-                    for ty in range(k):
-                        for tx in range(k):
-                            y, xx = i * stride + dilation * (ty - r), j * stride + dilation * (tx - r)
-                            if not (0 <= y < h and 0 <= xx < w):
-                                continue
-                            s, ch = sps[n][ty * k + tx][i][j], chs[n][c][ty][tx]
-                            acc += xs[n][c][y][xx] * (s * ch if combine == 'mul' else s + ch)
-                    out[n, c, i, j] = acc
-    return out
-
-
-def bilinear_zero(feature, y, x):
-    """feature: nested list [H][W]; bilinear at (y, x) in pixels, zero outside."""
-    h, w = len(feature), len(feature[0])
-    y0, x0 = math.floor(y), math.floor(x)
-    total = 0.0
-    for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
-        for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
-            if 0 <= yy < h and 0 <= xx < w:
-                total += wy * wx * feature[yy][xx]
-    return total
-
-
-def lda_loop(q, key, value, offsets, rpb, num_heads, groups):
-    n_, d_, out_h, out_w = q.shape
-    c_, h, w = value.shape[1:]
-    p_ = offsets.shape[1] // (2 * groups)
-    fy = (h - 1) / (out_h - 1) if out_h > 1 else 0.0
-    fx = (w - 1) / (out_w - 1) if out_w > 1 else 0.0
-    qs, ks, vs, offs = q.tolist(), key.tolist(), value.tolist(), offsets.tolist()
-    rpbs = rpb.tolist() if rpb is not None else None
-    hd_k, hd_v = d_ // num_heads, c_ // num_heads
-    out = torch.zeros(n_, c_, out_h, out_w, dtype=torch.float64)
-    for n in range(n_):
-        for i in range(out_h):
-            for j in range(out_w):
-                k_s = [[0.0] * p_ for _ in range(d_)]
-                v_s = [[0.0] * p_ for _ in range(c_)]
-                for g in range(groups):
-                    for p in range(p_):
-                        dy = offs[n][g * 2 * p_ + 2 * p][i][j]
-                        dx = offs[n][g * 2 * p_ + 2 * p + 1][i][j]
-                        y, x = (i + dy) * fy, (j + dx) * fx
-                        for d in range(g * d_ // groups, (g + 1) * d_ // groups):
-                            k_s[d][p] = bilinear_zero(ks[n][d], y, x)
-                        for c in range(g * c_ // groups, (g + 1) * c_ // groups):
-                            v_s[c][p] = bilinear_zero(vs[n][c], y, x)
-                for hh in range(num_heads):
-                    logits = []
-                    for p in range(p_):
-                        dot = 0.0
-                        for d in range(hh * hd_k, (hh + 1) * hd_k):
-                            bias = rpbs[hh][p][d - hh * hd_k] if rpbs is not None else 0.0
-                            dot += qs[n][d][i][j] * (k_s[d][p] + bias)
-                        logits.append(dot / math.sqrt(hd_k))
-                    top = max(logits)
-                    exps = [math.exp(v - top) for v in logits]
-                    attn = [e / sum(exps) for e in exps]
-                    for c in range(hh * hd_v, (hh + 1) * hd_v):
-                        out[n, c, i, j] = sum(a * v_s[c][p] for p, a in enumerate(attn))
-    return out
 
 
 def ddf_inputs(n=2, c=3, h=5, w=7, k=3, stride=1, dtype=torch.float64, seed=0):

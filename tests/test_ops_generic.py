@@ -9,12 +9,13 @@ threads. So CI executes all CUDA-path arithmetic without a GPU.
 import pytest
 import torch
 
-from dlu_mm.ops import _native, dispatch, reassemble, reassemble_reference, use_backend
-from dlu_mm.ops._compat import HAS_LIBRARY_REGISTER
-from test_ops_native import BUILDERS, CASES, REFERENCES, TOL, _assert_all_close, _cast, _run
+from dlu_mm.ops import dispatch, reassemble, reassemble_reference, use_backend
+from dlu_mm.ops import native as compiled
+from dlu_mm.ops.compat import HAS_LIBRARY_REGISTER
+from op_cases import BUILDERS, CASES, REFERENCES, TOL, assert_all_close, cast_case, run_op
 
-if not _native.available('generic_reassemble', 'cpu'):
-    pytest.skip(f'generic backend unusable: {_native.why_unavailable("generic_reassemble")}',
+if not compiled.available('generic_reassemble', 'cpu'):
+    pytest.skip(f'generic backend unusable: {compiled.why_unavailable("generic_reassemble")}',
                 allow_module_level=True)
 
 GENERIC_CASES = CASES + [
@@ -35,7 +36,7 @@ SCATTER_IDS = [f'{op}-{i}' for i, (op, _) in SCATTER_CASES]
 
 
 def generic(op):
-    return lambda *args: _native.run_generic(op, 'cpu', args)
+    return lambda *args: compiled.run_generic(op, 'cpu', args)
 
 
 class deterministic:
@@ -54,13 +55,13 @@ class deterministic:
 
 def _compare(op, kwargs, dtype, seed, det):
     g = torch.Generator().manual_seed(seed)
-    tensors, args = _cast(op, *BUILDERS[op](g, **kwargs), dtype)
+    tensors, args = cast_case(op, *BUILDERS[op](g, **kwargs), dtype)
     out = REFERENCES[op](*tensors, *args)
     grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype)
-    expected = _run(REFERENCES[op], op, tensors, args, grad_out)
+    expected = run_op(REFERENCES[op], op, tensors, args, grad_out)
     with deterministic(det):
-        actual = _run(generic(op), op, tensors, args, grad_out)
-    _assert_all_close(actual, expected, TOL[dtype])
+        actual = run_op(generic(op), op, tensors, args, grad_out)
+    assert_all_close(actual, expected, TOL[dtype])
 
 
 @pytest.mark.parametrize('dtype', list(TOL), ids=str)
@@ -82,14 +83,14 @@ def test_generic_deterministic_backward_is_bitwise_reproducible(op):
     big = {'guided_reassemble': dict(c=8, h=9, w=11, groups=2),
            'local_deformable_attention': dict(sh=12, sw=13),  # N*sH*sW > 256 for grad_rpb
            'subpixel_sample': dict(c=8, h=9, w=11, groups=2)}[op]
-    tensors, args = _cast(op, *BUILDERS[op](g, **big), torch.float32)
+    tensors, args = cast_case(op, *BUILDERS[op](g, **big), torch.float32)
     grad_out = torch.randn(generic(op)(*tensors, *args).shape, generator=g)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         with deterministic():
-            runs = [_run(generic(op), op, tensors, args, grad_out) for _ in range(3)]
-        scattered = _run(generic(op), op, tensors, args, grad_out)  # atomic adds
+            runs = [run_op(generic(op), op, tensors, args, grad_out) for _ in range(3)]
+        scattered = run_op(generic(op), op, tensors, args, grad_out)  # atomic adds
     finally:
         torch.set_num_threads(threads)
     for i, (a, b, c, d) in enumerate(zip(*runs, scattered)):
@@ -101,10 +102,10 @@ def test_generic_deterministic_backward_is_bitwise_reproducible(op):
 @pytest.mark.parametrize('op', list(BUILDERS))
 def test_generic_empty_batch(op, det):
     g = torch.Generator().manual_seed(13)
-    tensors, args = _cast(op, *BUILDERS[op](g, n=0), torch.float32)
+    tensors, args = cast_case(op, *BUILDERS[op](g, n=0), torch.float32)
     with deterministic(det):
         out = generic(op)(*tensors, *args)
-        out, *grads = _run(generic(op), op, tensors, args, torch.zeros_like(out))
+        out, *grads = run_op(generic(op), op, tensors, args, torch.zeros_like(out))
     assert out.shape[0] == 0 and all(grad.shape[0] == 0 for grad in grads[:4])
 
 
@@ -112,7 +113,7 @@ def test_generic_empty_batch(op, det):
 @pytest.mark.parametrize('op', list(BUILDERS))
 def test_generic_opcheck(op):
     g = torch.Generator().manual_seed(16)
-    tensors, args = _cast(op, *BUILDERS[op](g, n=1), torch.float32)
+    tensors, args = cast_case(op, *BUILDERS[op](g, n=1), torch.float32)
     tensors = [t.requires_grad_() for t in tensors]
     if op == 'local_deformable_attention':
         args = [args[0].requires_grad_(), *args[1:]]
@@ -126,7 +127,7 @@ def test_generic_is_a_backend_for_cpu_tensors_only():
         torch.testing.assert_close(reassemble(x, kernels, 3, 1, 2),
                                    reassemble_reference(x, kernels, 3, 1, 2))
     with pytest.raises(RuntimeError, match='CPU tensors only'):
-        _native.run_generic('reassemble', 'cuda', (x, kernels, 3, 1, 2))
+        compiled.run_generic('reassemble', 'cuda', (x, kernels, 3, 1, 2))
     with pytest.raises(ValueError, match='backend'):
         dispatch.set_backend('generics')
 
@@ -142,15 +143,15 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA de
 @pytest.mark.parametrize('det', [False, True], ids=['scatter', 'gather'])
 @pytest.mark.parametrize('op,kwargs', GENERIC_CASES, ids=GENERIC_IDS)
 def test_cuda_matches_generic(op, kwargs, det):
-    assert _native.available(op, 'cuda'), f'dlu_mm._C_torch<X>_<Y> was built without CUDA ({op})'
+    assert compiled.available(op, 'cuda'), f'dlu_mm._C_torch<X>_<Y> was built without CUDA ({op})'
     g = torch.Generator().manual_seed(14)
-    tensors, args = _cast(op, *BUILDERS[op](g, **kwargs), torch.float64)
+    tensors, args = cast_case(op, *BUILDERS[op](g, **kwargs), torch.float64)
     grad_out = torch.randn(generic(op)(*tensors, *args).shape, generator=g, dtype=torch.float64)
-    cuda_tensors, cuda_args = _cast(op, tensors, args, torch.float64, 'cuda')
+    cuda_tensors, cuda_args = cast_case(op, tensors, args, torch.float64, 'cuda')
     with deterministic(det):
-        expected = _run(generic(op), op, tensors, args, grad_out)
-        actual = _run(getattr(_native, op), op, cuda_tensors, cuda_args, grad_out.cuda())
-    _assert_all_close([a.cpu() for a in actual], expected, 1e-12)
+        expected = run_op(generic(op), op, tensors, args, grad_out)
+        actual = run_op(getattr(compiled, op), op, cuda_tensors, cuda_args, grad_out.cuda())
+    assert_all_close([a.cpu() for a in actual], expected, 1e-12)
 
 
 @CUDA
@@ -162,10 +163,10 @@ def test_cuda_deterministic_backward_is_bitwise_reproducible(op):
     big = {'guided_reassemble': dict(c=64, h=24, w=31, groups=2),
            'local_deformable_attention': dict(c=32, sh=40, sw=52),
            'subpixel_sample': dict(c=64, h=24, w=31, groups=4)}[op]
-    tensors, args = _cast(op, *BUILDERS[op](g, **big), torch.float32, 'cuda')
-    out = getattr(_native, op)(*tensors, *args)
+    tensors, args = cast_case(op, *BUILDERS[op](g, **big), torch.float32, 'cuda')
+    out = getattr(compiled, op)(*tensors, *args)
     grad_out = torch.randn(out.shape, generator=g).cuda()
     with deterministic():
-        runs = [_run(getattr(_native, op), op, tensors, args, grad_out) for _ in range(3)]
+        runs = [run_op(getattr(compiled, op), op, tensors, args, grad_out) for _ in range(3)]
     for i, (a, b, c) in enumerate(zip(*runs)):
         assert torch.equal(a, b) and torch.equal(a, c), f'output {i} differs between runs'

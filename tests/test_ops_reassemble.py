@@ -7,6 +7,7 @@ from dlu_mm.ops import (guided_reassemble, guided_reassemble_reference, reassemb
                         reassemble_reference)
 from dlu_mm.ops.reassemble import (kernel_softmax, local_window_similarity,
                                    sample_kernel_space)
+from op_cases import loop_reassemble
 
 pytestmark = pytest.mark.filterwarnings('ignore:dlu_mm. no compiled')
 
@@ -19,21 +20,6 @@ CASES = [
     (1, 3, 2, 2, 1, 3, 1),
     (0, 4, 3, 3, 3, 2, 2),
 ]
-
-
-def loop_reassemble(x, kernels, k, groups, s):
-    """Spec section 0 tap by tap: shift x by (ky - r, kx - r), repeat nearest, weight, add."""
-    n, c, h, w = x.shape
-    r = k // 2
-    padded = F.pad(x, (r, r, r, r))
-    out = torch.zeros(n, c, h * s, w * s, dtype=x.dtype)
-    for ky in range(k):
-        for kx in range(k):
-            shifted = padded[:, :, ky:ky + h, kx:kx + w]
-            shifted = shifted.repeat_interleave(s, 2).repeat_interleave(s, 3)
-            tap = kernels[:, ky * k + kx::k * k]  # (N, G, sH, sW): tap of every group
-            out += shifted * tap.repeat_interleave(c // groups, 1)
-    return out
 
 
 def grid_sample_kernels(kernel_space, offsets, groups, s):

@@ -14,7 +14,7 @@ from dlu_mm.upsamplers.dysample import DySample
 from dlu_mm.upsamplers.lda_aqu import LDAAQU
 import seeded
 from seeded import randn
-from test_ops_ddf_lda import ddf_loop, lda_loop
+from op_cases import ddf_loop, lda_loop
 
 pytestmark = pytest.mark.filterwarnings('ignore:dlu_mm. no compiled')
 

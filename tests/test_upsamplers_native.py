@@ -38,7 +38,7 @@ def test_forward_backward_on_compiled_kernels(name):
 
     def hook(op, device_type, reference, args):
         assert dispatch.native_available(op, device_type), \
-            dispatch._native_module().why_unavailable(op, device_type)
+            dispatch.why_native_unavailable(op, device_type)
         calls.append(op)
         return dispatch.run(op, device_type, reference, args)
 

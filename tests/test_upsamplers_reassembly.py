@@ -7,10 +7,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import seeded
 from seeded import randn
-from test_ops_reassemble import loop_reassemble
 
 from dlu_mm.ops import reassemble
 from dlu_mm.upsamplers import CARAFE, DLU, FADE, SAPA
+from op_cases import loop_reassemble
 
 pytestmark = pytest.mark.filterwarnings('ignore:dlu_mm. no compiled')
 

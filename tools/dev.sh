@@ -31,13 +31,10 @@ VENV="${DLU_MM_VENV:-$DEFAULT_VENV}"
 CACHE="${DLU_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dlu_mm}"
 PYTHON_BOOT="${PYTHON:-python3.11}"
 command -v "$PYTHON_BOOT" >/dev/null 2>&1 || PYTHON_BOOT=python3
-# the stack without mmcv runs only what needs torch + mmengine
-NEWEST_TESTS=(tests/test_ops_native.py tests/test_ops_reassemble.py tests/test_ops_ddf_lda.py
-              tests/test_native_upsamplers.py tests/test_upsampler_builder.py
-              tests/test_upsampler_steps.py tests/test_upsamplers_reassembly.py
-              tests/test_upsamplers_ddf_lda_dysample.py tests/test_checkpoint_resume.py
-              tests/test_onnx_export.py tests/test_ops_generic.py tests/test_gpu_check.py
-              tests/test_ops_cpu_blocking.py tests/test_upsamplers_fast_paths.py
+# the stack without mmcv runs what needs torch + mmengine only: every test_ops_* and
+# test_upsamplers_* file (the naming scheme: tests/test_<layer>_<topic>.py) and these
+NEWEST_TESTS=(tests/test_ops_*.py tests/test_upsamplers_*.py tests/test_architecture.py
+              tests/test_checkpoint_resume.py tests/test_onnx_export.py tests/test_gpu_check.py
               tests/test_stack.py::test_dlu_mm_import_is_light tests/test_stack.py::test_stack_versions)
 
 log() { printf '[dev.sh %s %(%H:%M:%S)T] %s\n' "$STACK" -1 "$*" >&2; }

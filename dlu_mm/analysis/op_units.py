@@ -23,11 +23,11 @@ import threading
 import torch
 
 from ..ops import dispatch as dispatch_module
-from ..ops._compat import register_fake_kernel
-from ..ops._native import fake_forward
+from ..ops.compat import register_fake_kernel
 from ..ops.ddf import ddf_reference
-from ..ops.local_attention import local_deformable_attention_reference
+from ..ops.local_deformable_attention import local_deformable_attention_reference
 from ..ops.reassemble import guided_reassemble_reference, reassemble_reference
+from ..ops.schemas import OPS, SCHEMAS, fake_forward
 from ..ops.subpixel_sample import subpixel_sample_reference
 
 __all__ = ['NAMESPACE', 'UNIT_OPS', 'ops_as_units', 'record_op_calls']
@@ -48,29 +48,13 @@ def _compute(op, args):
     return _original_dispatch(op, args[0].device.type, _REFERENCES[op], args)
 
 
-# The units' schemas are those of the compiled ``dlu_mm::<op>`` (ops/csrc/register.cpp).
-_SCHEMAS = {
-    'reassemble': 'reassemble(Tensor x, Tensor kernels, int k, int groups, int scale_factor) '
-                  '-> Tensor',
-    'guided_reassemble': 'guided_reassemble(Tensor x, Tensor kernel_space, Tensor offsets, '
-                         'int k, int groups, int scale_factor) -> Tensor',
-    'ddf': 'ddf(Tensor x, Tensor channel_filter, Tensor spatial_filter, int k, int dilation, '
-           'int stride, str combine) -> Tensor',
-    'local_deformable_attention': 'local_deformable_attention(Tensor q, Tensor key, '
-                                  'Tensor value, Tensor offsets, Tensor? rpb, int num_heads, '
-                                  'int groups) -> Tensor',
-    'subpixel_sample': 'subpixel_sample(Tensor x, Tensor positions, int groups, '
-                       'int scale_factor) -> Tensor',
-}
-
-
 # torch.library.Library + define + impl: the one way to declare a Python op that every supported
 # torch (2.1 to 2.14) has; the Library object must stay alive for the ops to stay registered.
 _LIBRARY = torch.library.Library(NAMESPACE, 'DEF')
 
 
 def _define_unit(op):
-    _LIBRARY.define(_SCHEMAS[op])
+    _LIBRARY.define(op + SCHEMAS[op])  # the compiled dlu_mm::<op>'s schema
     _LIBRARY.impl(op, lambda *args: _compute(op, args), 'CompositeExplicitAutograd')
     # same output as the compiled op's, so the same fake kernel
     register_fake_kernel(f'{NAMESPACE}::{op}', fake_forward(op), _LIBRARY)
@@ -78,7 +62,7 @@ def _define_unit(op):
 
 
 #: op name -> its opaque unit (callable with the public op's positional arguments)
-UNIT_OPS = {op: _define_unit(op) for op in _SCHEMAS}
+UNIT_OPS = {op: _define_unit(op) for op in OPS}
 
 
 _lock = threading.RLock()

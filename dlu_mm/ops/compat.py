@@ -6,12 +6,37 @@ callers never probe torch themselves. ``TORCH_VERSION`` is ``(major, minor)``.
 import contextlib
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 TORCH_VERSION = tuple(int(part) for part in torch.__version__.split('+')[0].split('.')[:2])
 
 #: torch.library.register_autograd / register_fake / custom_op / opcheck (torch >= 2.4)
 HAS_LIBRARY_REGISTER = all(hasattr(torch.library, name) for name in
                            ('register_autograd', 'register_fake', 'custom_op'))
+
+
+def is_compiling():
+    """True while torch.compile (dynamo) traces: ``torch.compiler.is_compiling`` (torch >= 2.3),
+    ``torch._dynamo.is_compiling`` before."""
+    compiler = getattr(torch, 'compiler', None)
+    probe = getattr(compiler, 'is_compiling', None)
+    if probe is None:
+        probe = torch._dynamo.is_compiling
+    return probe()
+
+
+def is_tracing():
+    """True inside a jit trace / script (the TorchScript ONNX exporter) or torch.compile: where
+    modules take their plain stock-op form (no custom autograd.Function, no checkpointing)."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or is_compiling()
+
+
+def in_dispatch_mode():
+    """True inside a TorchDispatchMode (e.g. a FLOP counter), never while torch.compile traces
+    (the mode stack is no tensor; dynamo cannot trace the query)."""
+    if is_compiling():
+        return False
+    return _get_current_dispatch_mode() is not None
 
 
 def autocast_available(device_type):

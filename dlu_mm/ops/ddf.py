@@ -9,19 +9,22 @@ channels and a channel filter shared by all positions:
 
 with t = ty*k + tx, r = (k-1)/2 per axis and taps outside the image skipped. The output has
 floor(H/stride) x floor(W/stride) pixels.
+
+The reference is already a loop of strided slices of the padded input (no unfold), so it is also
+the ONNX export form: ``ddf`` hands :func:`~dlu_mm.ops.dispatch.dispatch` no separate lowering.
 """
 import torch
 
 from ..utils import (check_4d, check_choice, check_divisible, check_int, check_odd,
                      check_same_device_dtype)
 from .dispatch import dispatch
+from .precision import upcast
 
 DDF_COMBINES = ('mul', 'add')
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def check_ddf_args(x, channel_filter, spatial_filter, k, dilation=1, stride=1, combine='mul'):
-    """Validate :func:`ddf`'s arguments (shared with the native wrapper).
+    """Validate :func:`ddf`'s arguments (the compiled kernels repeat them as TORCH_CHECKs).
 
     Returns ``(k, dilation, stride, combine)`` normalised to Python ints / str.
     """
@@ -55,9 +58,7 @@ def ddf_reference(x, channel_filter, spatial_filter, k, dilation=1, stride=1, co
     fp16/bf16 inputs accumulate in fp32 and return in their own dtype.
     """
     out_dtype = x.dtype
-    if out_dtype in _LOW_PRECISION:
-        x, channel_filter, spatial_filter = (
-            t.float() for t in (x, channel_filter, spatial_filter))
+    x, channel_filter, spatial_filter = upcast(x, channel_filter, spatial_filter)
     n, c, h, w = x.shape
     out_h, out_w = h // stride, w // stride
     pad = dilation * (k - 1) // 2
@@ -150,7 +151,7 @@ def filter_norm(filters, scale, dim, eps=1e-10):
         raise ValueError(f'filter_norm needs at least 2 taps along dim {dim}, got filters of '
                          f'shape {tuple(filters.shape)}')
     dtype = filters.dtype
-    work = filters.float() if dtype in _LOW_PRECISION else filters
+    work, = upcast(filters)
     centred = work - work.mean(dim=dim, keepdim=True)
     # unbiased std written out: Tensor.std warns on empty batches. A constant filter has
     # variance exactly 0, where sqrt's gradient is infinite (NaN downstream): take the root of

@@ -5,11 +5,12 @@
               one-time warning (default);
   'native'    compiled kernel or RuntimeError;
   'reference' always the pure-PyTorch reference (test oracle);
-  'generic'   the CUDA kernels' templates driven on the CPU (``_native.run_generic``): a slow
+  'generic'   the CUDA kernels' templates driven on the CPU (``native.run_generic``): a slow
               verification backend that executes the CUDA path's arithmetic without a GPU.
-Whatever the backend, during ``torch.onnx.export`` every op runs its lowering to standard ONNX
-operators (:mod:`dlu_mm.ops.export`).
-The native side lives in ``dlu_mm.ops._native``: ``available(op, device_type) -> bool`` and one
+Whatever the backend, during ``torch.onnx.export`` every op runs the ONNX lowering its module
+hands to :func:`dispatch` (standard ONNX operators only), or its reference where it has none;
+:func:`use_onnx_lowerings` (False) exports the references instead, for comparisons.
+The native side lives in ``dlu_mm.ops.native``: ``available(op, device_type) -> bool`` and one
 autograd-capable function per op with the same signature as the public one.
 
 :func:`set_dispatch_hook` lets tools observe or reroute every op call (the FLOP counter of
@@ -19,7 +20,7 @@ import contextlib
 import os
 import warnings
 
-from .export import is_onnx_exporting, lowering
+import torch
 
 BACKENDS = ('auto', 'native', 'reference', 'generic')
 _backend = os.environ.get('DLU_MM_OPS_BACKEND', 'auto')
@@ -27,6 +28,31 @@ if _backend not in BACKENDS:
     raise ValueError(f'DLU_MM_OPS_BACKEND must be one of {list(BACKENDS)}, got {_backend!r}')
 _warned = set()
 _hook = None
+_onnx_lowerings = True
+
+
+def is_onnx_exporting():
+    """True while ``torch.onnx.export`` traces a model (either exporter)."""
+    return torch.onnx.is_in_onnx_export()
+
+
+def onnx_lowerings_enabled():
+    """Whether ops export through their ONNX lowerings (see :func:`use_onnx_lowerings`)."""
+    return _onnx_lowerings
+
+
+@contextlib.contextmanager
+def use_onnx_lowerings(enabled=True):
+    """Within the context, ``torch.onnx.export`` writes each op's lowering (``enabled=True``,
+    the default everywhere) or its training reference (``False``: a baseline for comparisons)."""
+    global _onnx_lowerings
+    if not isinstance(enabled, bool):
+        raise TypeError(f'enabled must be a bool, got {enabled!r}')
+    previous, _onnx_lowerings = _onnx_lowerings, enabled
+    try:
+        yield
+    finally:
+        _onnx_lowerings = previous
 
 
 def get_backend():
@@ -52,12 +78,18 @@ def use_backend(backend):
 
 
 def _native_module():
-    from . import _native  # imports with torch alone; reports a missing build itself
-    return _native
+    from . import native  # imports with torch alone; reports a missing build itself
+    return native
 
 
 def native_available(op, device_type='cpu'):
+    """Whether ``op`` has a compiled kernel for ``device_type`` ('cpu', 'cuda')."""
     return _native_module().available(op, device_type)
+
+
+def why_native_unavailable(op, device_type='cpu'):
+    """Why ``op`` has no usable compiled kernel for ``device_type`` (None when it has one)."""
+    return _native_module().why_unavailable(op, device_type)
 
 
 def set_dispatch_hook(hook):
@@ -70,11 +102,13 @@ def set_dispatch_hook(hook):
     return previous
 
 
-def dispatch(op, device_type, reference, args):
-    """Entry point of every public op: the ONNX lowering while exporting, else the installed hook
-    if any, else :func:`run`."""
+def dispatch(op, device_type, reference, args, lowering=None):
+    """Entry point of every public op: while exporting to ONNX its ``lowering`` (or ``reference``
+    where it has none, or under ``use_onnx_lowerings(False)``), else the installed hook if any,
+    else :func:`run`."""
     if is_onnx_exporting():
-        return lowering(op, reference)(*args)
+        export_form = lowering if lowering is not None and _onnx_lowerings else reference
+        return export_form(*args)
     if _hook is not None:
         return _hook(op, device_type, reference, args)
     return run(op, device_type, reference, args)

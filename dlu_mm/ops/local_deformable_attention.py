@@ -11,19 +11,24 @@ padding. Per head h:
     out[c] = sum_n A[head(c), n] * V_s[c, n]
 
 Points outside the image stay in the softmax with key 0 (+ rpb) and value 0.
+
+This file holds the op's argument checks (the compiled kernels repeat them as TORCH_CHECKs), its
+reference (test oracle, fallback), its ONNX lowering and the public, dispatching op.
 """
 import torch
 import torch.nn.functional as F
 
 from ..utils import check_4d, check_divisible, check_int, check_same_device_dtype
 from .dispatch import dispatch
+from .precision import upcast
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+__all__ = ['local_deformable_attention', 'local_deformable_attention_reference',
+           'local_deformable_attention_onnx', 'check_local_deformable_attention_args']
 
 
 def check_local_deformable_attention_args(q, key, value, offsets, rpb=None, num_heads=1,
                                           groups=2):
-    """Validate :func:`local_deformable_attention`'s arguments (shared with the native wrapper).
+    """Validate :func:`local_deformable_attention`'s arguments (the compiled kernels repeat them as TORCH_CHECKs).
 
     Returns ``(num_heads, groups, num_points)``.
     """
@@ -112,9 +117,7 @@ def local_deformable_attention_reference(q, key, value, offsets, rpb=None, num_h
     returned in their own dtype.
     """
     out_dtype = q.dtype
-    if out_dtype in _LOW_PRECISION:
-        q, key, value, offsets = (t.float() for t in (q, key, value, offsets))
-        rpb = None if rpb is None else rpb.float()
+    q, key, value, offsets, rpb = upcast(q, key, value, offsets, rpb)
     n, d, out_h, out_w = q.shape
     c = value.shape[1]
     num_points = offsets.shape[1] // (2 * groups)
@@ -141,6 +144,40 @@ def local_deformable_attention_reference(q, key, value, offsets, rpb=None, num_h
     return out.reshape(n, c, out_h, out_w).to(out_dtype)
 
 
+def local_deformable_attention_onnx(q, key, value, offsets, rpb=None, num_heads=1, groups=2):
+    """The ONNX export form: without the (N, C, P, sH, sW) sampled values of the reference.
+
+    The keys are sampled at all P points in one GridSample (D = C/reduction channels), the values
+    one point at a time (one GridSample each) and accumulated with the attention weights; the
+    q . rpb term is a MatMul (N, nh, P, sH*sW) rather than an Einsum.
+    """
+    out_dtype = q.dtype
+    q, key, value, offsets, rpb = upcast(q, key, value, offsets, rpb)
+    n, d, out_h, out_w = q.shape
+    c, h, w = value.shape[1], value.shape[2], value.shape[3]
+    num_points = offsets.shape[1] // (2 * groups)
+    grid = _normalised_grid(offsets, groups, num_points)  # (N*G, P*sH, sW, 2)
+    sampled_key = _sample(key, grid, groups, num_points, out_h, out_w)  # (N, D, P, sH, sW)
+    head_dim = d // num_heads
+    q = q.reshape(n, num_heads, head_dim, 1, out_h, out_w)
+    sampled_key = sampled_key.reshape(n, num_heads, head_dim, num_points, out_h, out_w)
+    logits = (q * sampled_key).sum(dim=2)  # (N, nh, P, sH, sW)
+    if rpb is not None:
+        bias = torch.matmul(rpb, q.reshape(n, num_heads, head_dim, out_h * out_w))
+        logits = logits + bias.reshape(n, num_heads, num_points, out_h, out_w)
+    attention = (logits * head_dim ** -0.5).softmax(dim=2)
+    grids = grid.reshape(n * groups, num_points, out_h, out_w, 2)
+    values = value.reshape(n * groups, c // groups, h, w)
+    out = None
+    for point in range(num_points):
+        sampled = F.grid_sample(values, grids[:, point], mode='bilinear', padding_mode='zeros',
+                                align_corners=True)  # (N*G, C/G, sH, sW)
+        term = (sampled.reshape(n, num_heads, c // num_heads, out_h, out_w)
+                * attention[:, :, None, point])
+        out = term if out is None else out + term
+    return out.reshape(n, c, out_h, out_w).to(out_dtype)
+
+
 def local_deformable_attention(q, key, value, offsets, rpb=None, num_heads=1, groups=2):
     """LDA-AQU's deformable local attention.
 
@@ -160,4 +197,5 @@ def local_deformable_attention(q, key, value, offsets, rpb=None, num_heads=1, gr
                                                                  num_heads, groups)
     return dispatch('local_deformable_attention', q.device.type,
                     local_deformable_attention_reference,
-                    (q, key, value, offsets, rpb, num_heads, groups))
+                    (q, key, value, offsets, rpb, num_heads, groups),
+                    lowering=local_deformable_attention_onnx)

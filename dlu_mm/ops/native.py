@@ -9,8 +9,9 @@ C++ side does not, with what the running torch offers:
 - autograd: the backward calls ``<op>_backward``, which recomputes what it needs instead of
   saving intermediates. torch >= 2.4: ``torch.library.register_autograd``; older torches: a
   ``torch.autograd.Function`` around the op;
-- fake kernels (register_fake, impl_abstract or a Meta kernel: see ``_compat``) so
-  ``torch.compile`` and meta-device models trace through the ops.
+- fake kernels (register_fake, impl_abstract or a Meta kernel: see ``compat``; output shapes
+  from :mod:`dlu_mm.ops.schemas`) so ``torch.compile`` and meta-device models trace through
+  the ops.
 It exposes ``available(op, device_type)``, ``why_unavailable(op, device_type)``, one function
 per op with the public positional signature, and :func:`run_generic` (the 'generic' backend:
 ``generic_<op>``, the CUDA kernels' templates driven on the CPU, see ops/csrc/generic/);
@@ -24,24 +25,11 @@ import os
 
 import torch
 
-from ._compat import HAS_LIBRARY_REGISTER, TORCH_VERSION, register_fake_kernel
+from .compat import HAS_LIBRARY_REGISTER, TORCH_VERSION, register_fake_kernel
+from .schemas import GENERIC_PREFIX, OPS, fake_backward, fake_forward, num_tensor_inputs
 
 EXTENSION = 'dlu_mm._C_torch{}_{}'.format(*TORCH_VERSION)
-OPS = ('reassemble', 'guided_reassemble', 'ddf', 'local_deformable_attention',
-       'subpixel_sample')
-GENERIC_PREFIX = 'generic_'  # torch.ops.dlu_mm.generic_<op>: CPU only, same schema as <op>
 _DISPATCH_KEYS = {'cpu': 'CPU', 'cuda': 'CUDA'}
-# op -> (number of leading tensor inputs, input that gives the output's channels, input that
-# gives its H x W, times the int argument at the optional 4th entry); the trailing inputs are
-# ints / str / an optional tensor without autograd
-_SPECS = {
-    'reassemble': (2, 0, 1),                  # x, kernels
-    'guided_reassemble': (3, 0, 2),           # x, kernel_space, offsets
-    'ddf': (3, 0, 2),                         # x, channel_filter, spatial_filter
-    'local_deformable_attention': (5, 2, 0),  # q, key, value, offsets, rpb (optional)
-    'subpixel_sample': (2, 0, 0, 3),          # x, positions; (s*H, s*W), s = scale_factor
-}
-_SPECS.update({GENERIC_PREFIX + op: spec for op, spec in list(_SPECS.items())})
 
 
 def _load_extension():
@@ -65,25 +53,6 @@ _C, LOAD_ERROR = _load_extension()
 _LIBRARY = torch.library.Library('dlu_mm', 'IMPL') if _C is not None else None
 _RULES = {}      # op -> (setup_context, backward) of its autograd
 _FAILED = {}     # op -> why its autograd / fake kernels could not be registered
-
-
-def fake_forward(op):
-    """The fake kernel of ``op``: its output (N, C', H', W') allocated like the first input."""
-    _, channels_from, size_from, *scale_from = _SPECS[op]
-
-    def fake(*inputs):
-        scale = inputs[scale_from[0]] if scale_from else 1
-        return inputs[0].new_empty((inputs[0].shape[0], inputs[channels_from].shape[1],
-                                    *(size * scale for size in inputs[size_from].shape[2:])))
-    return fake
-
-
-def _fake_backward(n_tensors):
-    def fake(grad_out, *inputs):
-        # an absent optional input (LDA's rpb) gets an empty gradient, as the kernels return
-        return tuple(torch.empty_like(t) if t is not None else grad_out.new_empty((0,))
-                     for t in inputs[:n_tensors])
-    return fake
 
 
 def _autograd_rules(op, n_tensors):
@@ -122,9 +91,9 @@ class _CompiledOp(torch.autograd.Function):
 
 
 def _register(op):
-    n_tensors = _SPECS[op][0]
+    n_tensors = num_tensor_inputs(op)
     register_fake_kernel(f'dlu_mm::{op}', fake_forward(op), _LIBRARY)
-    register_fake_kernel(f'dlu_mm::{op}_backward', _fake_backward(n_tensors), _LIBRARY)
+    register_fake_kernel(f'dlu_mm::{op}_backward', fake_backward(op), _LIBRARY)
     setup_context, backward = _autograd_rules(op, n_tensors)
     if HAS_LIBRARY_REGISTER:
         torch.library.register_autograd(f'dlu_mm::{op}', backward, setup_context=setup_context)

@@ -17,12 +17,16 @@ The compiled kernels read each output pixel's two positions from the low-res map
 one pass: no pixel-shuffled positions, no grid and no layout copies. Their gradients are
 grid_sample's: at an integer coordinate the right-sided difference, and none for a coordinate on
 or beyond the first / last row or column (clamped).
+
+The reference (pixel-shuffled positions by Reshape/Transpose, one GridSample, bilinear, border) is
+already the ONNX export form: ``subpixel_sample`` hands the dispatcher no separate lowering.
 """
 import torch
 import torch.nn.functional as F
 
 from ..utils import check_4d, check_same_device_dtype
 from .dispatch import dispatch
+from .precision import upcast
 from .reassemble import check_grouped_upsampling_args
 
 __all__ = ['subpixel_sample', 'subpixel_sample_reference', 'check_subpixel_sample_args']
@@ -51,8 +55,7 @@ def subpixel_sample_reference(x, positions, groups, scale_factor):
     bilinear corner as one run of channels. fp16/bf16 inputs are sampled in fp32.
     """
     out_dtype = x.dtype
-    if out_dtype in (torch.float16, torch.bfloat16):  # fp32 sampling (grid_sample on CPU: fp32)
-        x, positions = x.float(), positions.float()
+    x, positions = upcast(x, positions)  # fp32 sampling for fp16/bf16 (grid_sample on CPU: fp32)
     n, c, h, w = x.shape
     s, g = scale_factor, groups
     # the pixel shuffle (N, 2*G*s*s, H, W) -> (N, 2, G, sH, sW) written out: F.pixel_shuffle's

@@ -8,20 +8,12 @@ every output block (pixel shuffle).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from ..ops import in_dispatch_mode, is_tracing
 from ..ops.ddf import DDF_COMBINES, ddf_heads, filter_norm
 from ..utils import check_choice, check_divisible, check_int, check_odd
 from .base import BaseUpsampler
 from .layers import DDFChannelBranch, DDFSpatialBranch, init_ddf_module
-
-
-def _tracing():
-    """Inside a jit trace, an export or torch.compile (the stock-op form there)."""
-    compiling = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
-    if compiling is None:
-        compiling = torch._dynamo.is_compiling
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
 
 
 class _Interleave(torch.autograd.Function):
@@ -154,7 +146,7 @@ class DDFUp(BaseUpsampler):
         backward. Joint mode: the 1x1 convs on the guide, concatenated.
         """
         n, _, h, w = x.shape
-        if _get_current_dispatch_mode() is not None:
+        if in_dispatch_mode():
             # under an analysis mode (FLOP counting): the branch-wise form the spec prices, not
             # the composed dense conv (more FLOPs, fewer passes)
             spatial_input = guide if self.requires_guide else x
@@ -189,7 +181,7 @@ class DDFUp(BaseUpsampler):
         outputs = [ddf_heads(x, channel_branch(x).to(x.dtype), spatial[:, i], self.kernel_size,
                              self.head, self.dilation, 1, self.kernel_combine)
                    for i, channel_branch in enumerate(self.channel_branches)]  # (N, C, H, W)
-        if torch.is_grad_enabled() and not _tracing():
+        if torch.is_grad_enabled() and not is_tracing():
             # branch i straight into its sub-pixel (i // s, i % s) of the output: one pass
             # forward, and backward hands each branch its strided slice of the gradient
             return _Interleave.apply(s, *outputs)  # (N, C, sH, sW)

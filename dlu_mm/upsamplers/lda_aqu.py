@@ -12,19 +12,10 @@ import torch.nn.functional as F
 
 from torch.utils.checkpoint import checkpoint
 
-from ..ops import local_deformable_attention
+from ..ops import is_tracing, local_deformable_attention
 from ..utils import check_divisible, check_int, check_odd
 from .base import BaseUpsampler
 from .layers import ChannelLayerNorm, xavier_init_convs
-
-
-def _tracing():
-    """Inside a jit trace, an export or torch.compile (no checkpointing there)."""
-    compiling = getattr(torch.compiler, 'is_compiling', None) if hasattr(torch, 'compiler') \
-        else None
-    if compiling is None:
-        compiling = torch._dynamo.is_compiling
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or compiling()
 
 
 class LDAAQU(BaseUpsampler):
@@ -111,7 +102,7 @@ class LDAAQU(BaseUpsampler):
         rather than held from forward to backward (they dominated the module's peak memory;
         the recompute costs one offset-net forward, a few % of the module's step).
         """
-        if torch.is_grad_enabled() and q_up.requires_grad and not _tracing():
+        if torch.is_grad_enabled() and q_up.requires_grad and not is_tracing():
             return checkpoint(self._offsets, q_up, use_reentrant=False)
         return self._offsets(q_up)
 

@@ -5,7 +5,7 @@ low-res window of its parent (keys); the softmax of the similarities reassembles
 """
 import torch.nn as nn
 
-from ..ops._compat import softmax
+from ..ops.compat import softmax
 from ..ops.reassemble import local_window_similarity, reassemble
 from ..utils import check_choice, check_divisible, check_int, check_odd
 from .base import BaseUpsampler

@@ -7,7 +7,7 @@ size, so odd sizes (ceil-divided pyramid levels) work.
 """
 import torch.nn.functional as F
 
-from ..ops.export import is_onnx_exporting
+from ..ops import is_onnx_exporting
 
 
 def crop_or_resize(x, size):

@@ -100,8 +100,8 @@ def implementation(op, impl):
     if impl == 'unfold':  # reassemble only
         return reassemble_unfold
     if impl == 'native':
-        from dlu_mm.ops import _native
-        return getattr(_native, op)
+        from dlu_mm.ops import native as compiled
+        return getattr(compiled, op)
     if impl == 'reference':
         import dlu_mm.ops as ops
         return getattr(ops, f'{op}_reference')
@@ -223,10 +223,10 @@ def main():
         print(json.dumps(measure(json.loads(args.child))))
         return
 
-    from dlu_mm.ops import _native
-    if not _native.available('reassemble', args.device):
+    from dlu_mm.ops import native as compiled
+    if not compiled.available('reassemble', args.device):
         sys.exit(f'no compiled {args.device} kernels: '
-                 f'{_native.why_unavailable("reassemble", args.device)}')
+                 f'{compiled.why_unavailable("reassemble", args.device)}')
     dtypes = args.dtypes or (['float32'] if args.device == 'cpu' else ['float32', 'float16'])
     shapes = args.shapes or (FPN_SHAPES[:2] if args.quick else
                              FPN_SHAPES if args.device == 'cuda' else FPN_SHAPES[:3])

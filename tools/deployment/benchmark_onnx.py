@@ -76,7 +76,7 @@ def main(argv=None):
     import onnxruntime as ort
     import torch
 
-    from dlu_mm.ops import export as onnx_export
+    from dlu_mm.ops import use_onnx_lowerings
     from dlu_mm.upsamplers.builder import build_upsampler
     warnings.filterwarnings('ignore')
     torch.set_num_threads(args.threads)
@@ -106,19 +106,19 @@ def main(argv=None):
         row = {}
         with torch.no_grad():
             row['torch'] = measure(lambda: module(*inputs), args.repeat)
-            for label, lowerings, dynamo in (('onnx', None, False), ('dynamo', None, True),
-                                             ('ref', {}, True)):
-                saved = onnx_export._LOWERINGS
-                if lowerings is not None:  # every op exports through its training reference
-                    onnx_export._LOWERINGS = lowerings
+            # 'ref': every op exports through its training reference
+            for label, lowerings, dynamo in (('onnx', True, False), ('dynamo', True, True),
+                                             ('ref', False, True)):
                 try:
                     if dynamo and not kwargs:
                         raise RuntimeError(f'no dynamo exporter in torch {torch.__version__}')
                     with tempfile.TemporaryDirectory() as tmp:
                         path = os.path.join(tmp, 'model.onnx')
                         options_ = dict(dynamo=True) if dynamo else kwargs
-                        torch.onnx.export(module, tuple(inputs), path, opset_version=args.opset,
-                                          input_names=names, **options_)
+                        with use_onnx_lowerings(lowerings):
+                            torch.onnx.export(module, tuple(inputs), path,
+                                              opset_version=args.opset, input_names=names,
+                                              **options_)
                         session = ort.InferenceSession(path, options,
                                                        providers=['CPUExecutionProvider'])
                     row[label] = measure(lambda: session.run(None, feeds), args.repeat)
@@ -126,8 +126,6 @@ def main(argv=None):
                     row[label] = (float('nan'), float('nan'))
                     print(f'# {upsampler_type} {label}: {type(error).__name__}: '
                           f'{str(error)[:200]}', file=sys.stderr)
-                finally:
-                    onnx_export._LOWERINGS = saved
         cells = [f'{row[k][0]:.1f}' for k in labels] + [f'{row[k][1]:.0f}' for k in labels]
         print(f'| {upsampler_type} | ' + ' | '.join(cells) + ' |', flush=True)
     return 0

@@ -13,8 +13,8 @@ What is exported (mmdeploy's "tensor" mode: no pre-processing, no NMS, no post-p
     ``semantic`` (Panoptic FPN's semantic-head logits). RoI heads run on NMS-ed proposals through
     RoIAlign, which is not a standard ONNX operator; mmdeploy adds them with its own plugins.
   * mmseg: the segmentor's logits ``seg_logits`` (N, num_classes, H/4, W/4) for UPerNet.
-Every dlu_mm op is lowered to standard ONNX operators (dlu_mm.ops.export); the graph has no
-custom domain. ``--verify`` runs the graph in onnxruntime on a random image of the shape (with
+Every dlu_mm op is lowered to standard ONNX operators (the lowering beside each op in
+dlu_mm.ops; docs/deployment.md); the graph has no custom domain. ``--verify`` runs the graph in onnxruntime on a random image of the shape (with
 ``--dynamic`` also on one of batch + 1 and shape + (32, 64)) and prints, per output, the max abs
 error against PyTorch; it exits with status 1 above the printed tolerance.
 """
