@@ -1,15 +1,22 @@
 """tools/model_converters/convert.py and dlu_mm.converters: released checkpoints of mmdet's CARAFE
 zoo and of the DLU / LDA-AQU / DySample / UPerHead_Upsample code bases -> dlu_mm.
 
-Each source layout is built from the facts of shared/design/checkpoints.md: mmdet's own
-FPN_CARAFE / FCNMaskHead / mmcv CARAFEPack for real (their CUDA-only CARAFE op replaced by our
-reference reassembly), the authors' modules as the key layouts (and, for DLU and DySample, the
-forward) the facts describe. Outputs are compared in float64; negative controls permute a channel
-order and must fail the comparison.
+mmdet's own FPN_CARAFE / FCNMaskHead / mmcv CARAFEPack run for real (their CUDA-only CARAFE op
+replaced by our reference reassembly). The authors' code bases are not installable, so their
+modules are rebuilt here from their source (the upstream files are named in
+dlu_mm/converters/sources.py): the key layouts and shapes, and for DLU (DLUPack,
+Fu0511/Dynamic-Lightweight-Upsampling) and DySample (tiny-smart/dysample dysample.py) the
+forward, transcribed below. Outputs are compared in float64; negative controls permute a channel
+order and must fail the comparison. The last section runs the tool on files that are no
+loadable checkpoint (empty, truncated, text, random bytes, a foreign pickle global).
 """
 import importlib
 import importlib.util
 import os.path as osp
+import random
+import re
+import subprocess
+import sys
 from collections import OrderedDict
 
 import pytest
@@ -23,15 +30,16 @@ from mmdet.models.roi_heads.mask_heads import FCNMaskHead  # noqa: E402
 
 from dlu_mm import converters  # noqa: E402
 from dlu_mm.checkpoint import register_mmengine_safe_globals  # noqa: E402
-from dlu_mm.converters import (ConversionError, UnsafeCheckpointError,  # noqa: E402
-                               convert_state_dict, detect_source, load_checkpoint,
-                               split_checkpoint)
+from dlu_mm.converters import (CheckpointFileError, ConversionError,  # noqa: E402
+                               UnsafeCheckpointError, convert_state_dict, detect_source,
+                               load_checkpoint, split_checkpoint)
 from dlu_mm.det import UpsampleFCNMaskHead, UpsampleFPN  # noqa: E402
 from dlu_mm.ops import reassemble_reference  # noqa: E402
 from dlu_mm.upsamplers import DLU, DySample  # noqa: E402
 from seeded import randn, randomise_  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOOL_PATH = osp.join(REPO, 'tools', 'model_converters', 'convert.py')
 IN_CHANNELS = [8, 16, 24, 32]
 WIDTH = 16
 SIZES = [(33, 29), (17, 15), (9, 8), (5, 4)]  # odd sizes: crops in every top-down step
@@ -41,8 +49,7 @@ LOADERS = ['restricted'] + (['weights_only'] if register_mmengine_safe_globals()
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'dlu_mm_convert_tool', osp.join(REPO, 'tools', 'model_converters', 'convert.py'))
+    spec = importlib.util.spec_from_file_location('dlu_mm_convert_tool', TOOL_PATH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -151,7 +158,7 @@ def test_mmdet_fcn_mask_head_carafe_matches(cpu_carafe):
 # ----------------------------------------------------------------------- DLU (authors' layout)
 
 def _dlu_module(seed, cm=CM, k=5, groups=1, ke=3, channels=WIDTH):
-    """DLUPack's keys and shapes (facts, section 2), random values."""
+    """DLUPack's keys and shapes (Fu0511/Dynamic-Lightweight-Upsampling), random values."""
     return OrderedDict([
         ('channel_compressor.weight', randn(cm, channels, 1, 1, seed=seed) * 0.3),
         ('channel_compressor.bias', randn(cm, seed=seed + 1) * 0.1),
@@ -162,7 +169,7 @@ def _dlu_module(seed, cm=CM, k=5, groups=1, ke=3, channels=WIDTH):
 
 
 def _dlu_source_forward(x, m, k=5, s=2):
-    """DLUPack's forward as the facts describe it: kernel space softmax, offsets (channel
+    """DLUPack's forward as the authors' code computes it: kernel space softmax, offsets (channel
     c*s*s + dy*s + dx, c=0 horizontal) in low-res pixels scaled by 2/(w-1), 2/(h-1) onto an
     align_corners=True grid of parent pixels, border padding; then CARAFE reassembly."""
     ke = m['kernel_space_generator.weight'].shape[-1]
@@ -261,7 +268,7 @@ def test_lda_aqu_converts_with_its_rpb_reshaped(heads):
     assert conversion.suggested_config()[0] == 'configs/faster_rcnn_r50_fpn_lda_aqu.py'
 
 
-# ----------------------------------------------------------------------- DySample (facts layout)
+# ----------------------------------------------------------------------- DySample (dysample.py)
 
 def _dysample_module(seed, channels=WIDTH, groups=4, dyscope=False, scope_bias=None,
                      style='lp'):
@@ -283,9 +290,9 @@ def _dysample_module(seed, channels=WIDTH, groups=4, dyscope=False, scope_bias=N
 
 
 def _dysample_source_forward(x, m, groups=4, s=2):
-    """DySample 'lp' as the facts describe it: offsets * 0.25 (or * 0.5 sigmoid(scope)) +
-    init_pos, pixel shuffle, sample at the low-res pixel centre + offset (align_corners=False,
-    border); offset channels [0, G*s*s) are x."""
+    """DySample 'lp' as tiny-smart's dysample.py computes it: offsets * 0.25 (or * 0.5
+    sigmoid(scope)) + init_pos, pixel shuffle, sample at the low-res pixel centre + offset
+    (align_corners=False, border); offset channels [0, G*s*s) are x."""
     offset = F.conv2d(x, m['offset.weight'], m['offset.bias'])
     if 'scope.weight' in m:
         offset = offset * F.conv2d(x, m['scope.weight'], m.get('scope.bias')).sigmoid() * 0.5
@@ -325,7 +332,7 @@ def test_dysample_standard_fpn_converts_and_matches(dyscope):
     neck.load_state_dict(_unprefixed('neck.', conversion.state_dict), strict=True)
     assert conversion.suggested_config()[0] == 'configs/faster_rcnn_r50_fpn_dysample_std.py'
 
-    # the whole neck: mmdet's FPN forward with the facts' DySample in its top-down steps
+    # the whole neck: mmdet's FPN forward with dysample.py's DySample in its top-down steps
     inputs = _inputs()
     source = FPN(IN_CHANNELS, WIDTH, 5).double()
     source.load_state_dict(_unprefixed('neck.', {k: v for k, v in state.items()
@@ -549,6 +556,111 @@ def test_load_argument_errors(tmp_path):
         load_checkpoint(__file__, loader='pickle')
     with pytest.raises(FileNotFoundError, match='checkpoint not found'):
         load_checkpoint(str(tmp_path / 'missing.pth'))
+    with pytest.raises(IsADirectoryError, match='checkpoint is a directory'):
+        load_checkpoint(tmp_path)
+
+
+def test_public_names_are_kept_where_they_were():
+    """dlu_mm.converters was one module: every name it defined is still importable from it,
+    as the object its new home defines."""
+    from dlu_mm import checkpoint, checkpoint_loading
+    from dlu_mm.converters import conversion, module_conversion, sources
+    homes = {sources: ['SOURCES', 'SCALE', 'KIND_TYPES', 'KIND_CONFIG_NAMES', 'SOURCE_KINDS',
+                       'KIND_SIGNATURES', 'RENAMES', 'OPTIONAL', 'module_kind'],
+             module_conversion: ['ConversionError', 'convert_module'],
+             conversion: ['Conversion', 'detect_source', 'convert_state_dict', 'suggest_config',
+                          'plain_meta', 'converted_meta'],
+             checkpoint_loading: ['LOADERS', 'CheckpointFileError', 'UnsafeCheckpointError',
+                                  'load_checkpoint', 'split_checkpoint'],
+             checkpoint: ['mmengine_safe_globals', 'register_mmengine_safe_globals']}
+    for home, names in homes.items():
+        for name in names:
+            assert getattr(converters, name) is getattr(home, name), name
+
+
+# ----------------------------------------------------------------------- files, no checkpoint
+
+def _not_a_checkpoint(tmp_path, case):
+    """(path, CheckpointFileError.problem, message after the quoted path) of a file that
+    load_checkpoint refuses."""
+    path = tmp_path / f'{case}.pth'
+    state = _prefixed('neck.', _fpn_carafe().state_dict())
+    if case == 'empty':
+        path.write_bytes(b'')
+        return path, 'empty', r'is empty \(0 bytes\), not a torch checkpoint'
+    if case == 'text':
+        path.write_text('model = dict(type="FasterRCNN")\n')
+        return path, 'not a checkpoint', (r'is not a torch checkpoint: it is a text file \(it '
+                                          r'starts with \'model = dict\(type="FasterRCNN"\)\'\)')
+    if case == 'random':
+        data = bytes(random.Random(0).randrange(256) for _ in range(4096))
+        assert not data.startswith((b'PK', b'\x80'))
+        path.write_bytes(data)
+        return path, 'not a checkpoint', (r'is not a torch checkpoint: its first bytes \([0-9a-f ]+'
+                                          r"\) are neither a torch zip archive .* nor torch's "
+                                          r'legacy pickle format')
+    if case == 'truncated-zip':  # an mmengine file whose download stopped half-way
+        torch.save(_mmengine_checkpoint(state), path)
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+        return path, 'truncated', (rf'is truncated: it starts as a torch zip archive, but its '
+                                   rf'{len(data) // 2} bytes end before the archive does .*')
+    torch.save(_mmcv_runner_checkpoint(state), path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    if case == 'truncated-legacy-tensors':  # the pickles are whole, the tensor data is not
+        path.write_bytes(data[:len(data) // 2])
+        return path, 'truncated', (r'is truncated: a torch checkpoint \(legacy pickle format\) '
+                                   rf'whose {len(data) // 2} bytes end inside its tensor data .*')
+    assert case == 'truncated-legacy-pickle'
+    path.write_bytes(data[:200])  # inside the pickled object: its global names are cut too
+    return path, 'truncated', (r'is truncated: a torch checkpoint \(legacy pickle format\) '
+                               r'whose 200 bytes end inside its pickled objects; .*')
+
+
+NOT_A_CHECKPOINT = ['empty', 'text', 'random', 'truncated-zip', 'truncated-legacy-tensors',
+                    'truncated-legacy-pickle']
+
+
+@pytest.mark.parametrize('loader', LOADERS)
+@pytest.mark.parametrize('case', NOT_A_CHECKPOINT)
+def test_load_says_what_a_file_is_when_it_is_no_checkpoint(tmp_path, loader, case):
+    path, problem, message = _not_a_checkpoint(tmp_path, case)
+    with pytest.raises(CheckpointFileError) as error:
+        load_checkpoint(path, loader=loader)
+    assert error.value.problem == problem and error.value.path == str(path)
+    assert isinstance(error.value, ValueError)
+    assert re.fullmatch(re.escape(repr(str(path))) + ' ' + message, str(error.value)), \
+        str(error.value)
+
+
+def _run_tool(tmp_path, src):
+    dst = tmp_path / 'converted.pth'
+    result = subprocess.run([sys.executable, TOOL_PATH, str(src), str(dst)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert not dst.exists()
+    return result
+
+
+@pytest.mark.parametrize('case', NOT_A_CHECKPOINT + ['unsafe'])
+def test_tool_names_what_the_file_is_in_one_line(tmp_path, case):
+    """What a new user sees: one `error: ...` line on stderr and exit status 1, no traceback."""
+    if case == 'unsafe':  # a real checkpoint whose pickle calls a function on load
+        marker = tmp_path / 'executed'
+        path = tmp_path / 'evil.pth'
+        torch.save(dict(state_dict={'neck.x': torch.ones(1)},
+                        meta=dict(hook=_Payload(str(marker)))), path)
+        message = (r'refusing to load .*evil\.pth\': it needs the pickle global '
+                   r"'[\w.]*_side_effect', which is not on the allow-list .*")
+    else:
+        path, _, message = _not_a_checkpoint(tmp_path, case)
+        message = re.escape(repr(str(path))) + ' ' + message
+    result = _run_tool(tmp_path, path)
+    assert result.returncode == 1, result
+    assert result.stdout == ''
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and re.fullmatch('error: ' + message, lines[0]), result.stderr
+    if case == 'unsafe':
+        assert not marker.exists()
 
 
 # ----------------------------------------------------------------------- the tool, full models

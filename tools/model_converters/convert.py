@@ -7,11 +7,13 @@
 Sources (``--from``): mmdet-carafe (mmdet's CARAFE zoo), dlu, lda-aqu, dysample (the authors'
 code bases), uperhead-upsample (the segmentation fork's UPerHead_Upsample); ``auto`` recognises
 the source by its keys. Reads mmdet 2.x (mmcv runner) and mmengine files with
-``weights_only=True`` plus dlu_mm's allow-list (torch >= 2.4; a restricted unpickler before),
+``weights_only=True`` plus dlu_mm's allow-list (torch >= 2.6; a restricted unpickler before),
 renames the upsampler modules' keys (nothing else changes), checks that the result loads
 strictly into the config's model (``--config``, default: the shipped config for the source's
 layout, named in the output) and writes ``{'state_dict', 'meta'}`` (meta names the source).
-What has no exact counterpart is refused with exit status 1.
+What has no exact counterpart is refused, and a SRC that is empty, truncated, not a torch
+checkpoint or in need of a pickle global outside the allow-list is named as such: one
+``error: ...`` line on stderr, exit status 1.
 """
 import argparse
 import inspect
@@ -25,8 +27,10 @@ if REPO not in sys.path:
 
 import torch  # noqa: E402
 
+from dlu_mm.checkpoint_loading import (CheckpointFileError,  # noqa: E402
+                                       UnsafeCheckpointError, load_checkpoint, split_checkpoint)
 from dlu_mm.converters import (SOURCES, ConversionError, convert_state_dict,  # noqa: E402
-                               converted_meta, detect_source, load_checkpoint, split_checkpoint)
+                               converted_meta, detect_source)
 
 
 def parse_args(argv=None):
@@ -128,7 +132,8 @@ def main(argv=None):
             source, description = detect_source(state_dict)
             print(f'--from auto: found {source} ({SOURCES[source]}): {description}')
         conversion = convert_state_dict(state_dict, args.source)
-    except (ConversionError, OSError, TypeError) as error:
+    except (CheckpointFileError, UnsafeCheckpointError, ConversionError, OSError,
+            TypeError) as error:
         sys.exit(f'error: {error}')
     print(f'read {args.src} ({container} checkpoint, {len(state_dict)} tensors); '
           f'{len(conversion.renamed)} renamed, {len(conversion.dropped)} dropped, '
