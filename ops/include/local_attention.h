@@ -328,7 +328,7 @@ local_attention_backward_impl(const at::Tensor& grad_out_in, const at::Tensor& q
                                                     d, go, a, gl, grad_q.data_ptr<scalar_t>()});
         Driver::for_each(sh.N * sh.G * sh.oHW, LdaGradOffsets<scalar_t>{
                                                    d, go, a, gl, grad_offsets.data_ptr<scalar_t>()});
-        if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
+        if (!at::globalContext().deterministicAlgorithms()) {
           using Scatter = LdaScatter<scalar_t, typename Driver::Add>;
           Driver::scatter("local_deformable_attention_backward (key gradient)", sh.N * sh.D,
                           sh.oHW, Scatter{d, gl, q.data_ptr<scalar_t>(), sh.D, sh.Dg, sh.Dh,

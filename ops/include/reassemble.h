@@ -296,8 +296,9 @@ ReassembleShape check_reassemble(const at::Tensor& x, const at::Tensor& kernels,
                                  bool low_res_kernels);
 void check_offsets(const at::Tensor& offsets, const at::Tensor& x, const ReassembleShape& sh);
 
-// Entry points, templated on the device driver (CpuDriver in dlu_cpu.h, CudaDriver in
-// dlu_cuda.cuh) and instantiated once per device in ops/csrc/reassemble/.
+// Entry points of the CUDA and generic backends, templated on the driver: CudaDriver
+// (dlu_cuda.cuh) in ops/csrc/reassemble/reassemble_cuda.cu, GenericCpuDriver (dlu_generic.h) in
+// ops/csrc/generic/generic.cpp. The CPU backend is reassemble_cpu.cpp's row kernels.
 template <typename Driver>
 at::Tensor reassemble_impl(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t k,
                            int64_t groups, int64_t s) {
@@ -393,7 +394,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
                          ReassembleGradKernels<scalar_t, acc_t>{sh, xp, go, kg});
         Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
             sh, kernels, grad_offsets.data_ptr<scalar_t>(), kg});
-        if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
+        if (!at::globalContext().deterministicAlgorithms()) {
           Driver::scatter("guided_reassemble_backward (kernel_space gradient)",
                           sh.N * sh.G * sh.kk, sh.oHW,
                           GuidedScatterKernelSpace<scalar_t, typename Driver::Add>{

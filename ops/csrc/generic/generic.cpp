@@ -1,8 +1,10 @@
 // The 'generic' verification backend (dlu_mm.ops.set_backend('generic')): the op templates of
 // ops/include/ instantiated with GenericCpuDriver (dlu_generic.h), i.e. exactly the functors and
-// index spaces the CUDA kernels run, executed on the CPU. It shares nothing with the fast CPU
-// kernels of ops/csrc/<op>/*_cpu.cpp, so the CUDA path's arithmetic is tested on every stack,
-// GPU or not. Registered as torch.ops.dlu_mm.generic_<op> (+ _backward), CPU only.
+// index spaces the CUDA kernels run, executed on the CPU, so the CUDA path's arithmetic is
+// tested on every stack, GPU or not. The fast CPU kernels of ops/csrc/<op>/*_cpu.cpp are row
+// kernels of their own (they share the shapes, checks and bilinear set-up, and only
+// guided_reassemble's backward calls two of these functors). Registered as
+// torch.ops.dlu_mm.generic_<op> (+ _backward), CPU only.
 #include <torch/library.h>
 
 #include "ddf.h"

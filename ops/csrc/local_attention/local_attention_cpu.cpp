@@ -10,11 +10,12 @@
 // dot (see RowKeys and backward_rows for the corner sums that make the key / value sides one dot
 // per corner). The key and value gradients (scatters into the low-res maps) run as a second
 // pass over (n, channel piece) tasks, each owning its channels, so every sum has a fixed order.
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "dlu_cpu.h"
 #include "local_attention.h"
 
 namespace dlu_mm {
