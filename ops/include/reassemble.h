@@ -3,8 +3,15 @@
 //   reassemble:        Y[n,c,i',j'] = sum_t K[n, g*k*k+t, i', j'] * X[n, c, i'/s+ky-r, j'/s+kx-r]
 //   guided_reassemble: the same with K[.., t, i', j'] = kernel_space[n, g*k*k+t] bilinearly
 //                      sampled (border clamp) at (i'/s + oy, j'/s + ox), (ox, oy) =
-//                      offsets[n, 2g:2g+2, i', j'] in low-res pixels; K is never materialised.
+//                      offsets[n, 2g:2g+2, i', j'] in low-res pixels.
 // Taps outside the image contribute 0; no renormalisation. Channel c uses group g = c / (C/G).
+//
+// Where the sampled kernels K (N, G*k*k, sH, sW) exist: the CUDA and generic kernels (the
+// templates below) never store them, forward or backward: a functor samples each tap where it
+// uses it, once per tile of kChannelTile channels. The CPU forward samples them for one parent
+// row (the s output rows of one (n, g)) at a time into a per-task buffer. The CPU backward
+// materialises them whole, in opmath precision, for the input gradient, and frees them before
+// the kernel gradients. Every backward materialises d loss / d K, the same size in opmath.
 #pragma once
 
 #include "dlu_common.h"
