@@ -4,7 +4,7 @@
 #include <torch/library.h>
 
 #include "ddf.h"
-#include "local_attention.h"
+#include "local_deformable_attention.h"
 #include "reassemble.h"
 #include "subpixel_sample.h"
 
@@ -52,8 +52,8 @@ TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
   m.impl("guided_reassemble_backward", &dlu_mm::guided_reassemble_backward_cpu);
   m.impl("ddf", &dlu_mm::ddf_cpu);
   m.impl("ddf_backward", &dlu_mm::ddf_backward_cpu);
-  m.impl("local_deformable_attention", &dlu_mm::local_attention_cpu);
-  m.impl("local_deformable_attention_backward", &dlu_mm::local_attention_backward_cpu);
+  m.impl("local_deformable_attention", &dlu_mm::local_deformable_attention_cpu);
+  m.impl("local_deformable_attention_backward", &dlu_mm::local_deformable_attention_backward_cpu);
   m.impl("subpixel_sample", &dlu_mm::subpixel_sample_cpu);
   m.impl("subpixel_sample_backward", &dlu_mm::subpixel_sample_backward_cpu);
 }
@@ -66,8 +66,8 @@ TORCH_LIBRARY_IMPL(dlu_mm, CUDA, m) {
   m.impl("guided_reassemble_backward", &dlu_mm::guided_reassemble_backward_cuda);
   m.impl("ddf", &dlu_mm::ddf_cuda);
   m.impl("ddf_backward", &dlu_mm::ddf_backward_cuda);
-  m.impl("local_deformable_attention", &dlu_mm::local_attention_cuda);
-  m.impl("local_deformable_attention_backward", &dlu_mm::local_attention_backward_cuda);
+  m.impl("local_deformable_attention", &dlu_mm::local_deformable_attention_cuda);
+  m.impl("local_deformable_attention_backward", &dlu_mm::local_deformable_attention_backward_cuda);
   m.impl("subpixel_sample", &dlu_mm::subpixel_sample_cuda);
   m.impl("subpixel_sample_backward", &dlu_mm::subpixel_sample_backward_cuda);
 }

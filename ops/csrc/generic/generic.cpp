@@ -9,7 +9,7 @@
 
 #include "ddf.h"
 #include "dlu_generic.h"
-#include "local_attention.h"
+#include "local_deformable_attention.h"
 #include "reassemble.h"
 #include "subpixel_sample.h"
 
@@ -57,20 +57,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> generic_ddf_backward(
                                    stride, std::string(combine));
 }
 
-at::Tensor generic_local_attention(const at::Tensor& q, const at::Tensor& key,
-                                   const at::Tensor& value, const at::Tensor& offsets,
-                                   const c10::optional<at::Tensor>& rpb, int64_t num_heads,
-                                   int64_t groups) {
-  return local_attention_impl<Driver>(q, key, value, offsets, rpb, num_heads, groups);
+at::Tensor generic_local_deformable_attention(const at::Tensor& q, const at::Tensor& key,
+                                              const at::Tensor& value, const at::Tensor& offsets,
+                                              const c10::optional<at::Tensor>& rpb,
+                                              int64_t num_heads, int64_t groups) {
+  return local_deformable_attention_impl<Driver>(q, key, value, offsets, rpb, num_heads, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-generic_local_attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
-                                 const at::Tensor& key, const at::Tensor& value,
-                                 const at::Tensor& offsets, const c10::optional<at::Tensor>& rpb,
-                                 int64_t num_heads, int64_t groups) {
-  return local_attention_backward_impl<Driver>(grad_out, q, key, value, offsets, rpb, num_heads,
-                                               groups);
+generic_local_deformable_attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                            const at::Tensor& key, const at::Tensor& value,
+                                            const at::Tensor& offsets,
+                                            const c10::optional<at::Tensor>& rpb,
+                                            int64_t num_heads, int64_t groups) {
+  return local_deformable_attention_backward_impl<Driver>(grad_out, q, key, value, offsets, rpb,
+                                                          num_heads, groups);
 }
 
 at::Tensor generic_subpixel_sample(const at::Tensor& x, const at::Tensor& positions,
@@ -120,9 +121,9 @@ TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
   m.impl("generic_guided_reassemble_backward", &dlu_mm::generic_guided_reassemble_backward);
   m.impl("generic_ddf", &dlu_mm::generic_ddf);
   m.impl("generic_ddf_backward", &dlu_mm::generic_ddf_backward);
-  m.impl("generic_local_deformable_attention", &dlu_mm::generic_local_attention);
+  m.impl("generic_local_deformable_attention", &dlu_mm::generic_local_deformable_attention);
   m.impl("generic_local_deformable_attention_backward",
-         &dlu_mm::generic_local_attention_backward);
+         &dlu_mm::generic_local_deformable_attention_backward);
   m.impl("generic_subpixel_sample", &dlu_mm::generic_subpixel_sample);
   m.impl("generic_subpixel_sample_backward", &dlu_mm::generic_subpixel_sample_backward);
 }
