@@ -266,6 +266,8 @@ struct LocalDeformableAttentionGradRpb {
   DLU_HD void store(int64_t e, acc_t v) const { grad_rpb[e] = static_cast<scalar_t>(v); }
 };
 
+// Argument checks run by every backend's entry points (local_deformable_attention_checks.cpp);
+// returns the geometry.
 LocalDeformableAttentionShape check_local_deformable_attention(
     const at::Tensor& q, const at::Tensor& key, const at::Tensor& value,
     const at::Tensor& offsets, const c10::optional<at::Tensor>& rpb, int64_t num_heads,

@@ -297,7 +297,8 @@ struct GuidedGatherKernelSpace {
   }
 };
 
-// Argument checks shared by the CPU and CUDA entry points; returns the geometry.
+// Argument checks run by every backend's entry points (reassemble_checks.cpp); they return the
+// geometry.
 ReassembleShape check_reassemble(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
                                  int64_t groups, int64_t scale_factor, const char* kernels_name,
                                  bool low_res_kernels);

@@ -143,6 +143,8 @@ struct SubpixelGather {
   }
 };
 
+// Argument checks run by every backend's entry points (subpixel_sample_checks.cpp); returns
+// the geometry.
 SubpixelShape check_subpixel_sample(const at::Tensor& x, const at::Tensor& positions,
                                     int64_t groups, int64_t scale_factor);
 

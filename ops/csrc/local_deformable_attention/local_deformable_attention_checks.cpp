@@ -1,4 +1,5 @@
-// Device-independent argument checks of local_deformable_attention.
+// The argument checks of local_deformable_attention, run first by every backend's entry points
+// (CPU, CUDA, generic); they return the op's geometry (LocalDeformableAttentionShape).
 #include <cmath>
 
 #include "local_deformable_attention.h"
