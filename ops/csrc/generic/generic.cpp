@@ -11,6 +11,7 @@
 #include "dlu_generic.h"
 #include "local_deformable_attention.h"
 #include "reassemble.h"
+#include "schemas.h"
 #include "subpixel_sample.h"
 
 namespace dlu_mm {
@@ -88,30 +89,9 @@ std::tuple<at::Tensor, at::Tensor> generic_subpixel_sample_backward(
 }  // namespace
 }  // namespace dlu_mm
 
-// Same schemas as the ops of register.cpp, with the generic_ prefix.
+// The schemas of register.cpp's ops (schemas.h) under the names generic_<op>.
 TORCH_LIBRARY_FRAGMENT(dlu_mm, m) {
-  m.def("generic_reassemble(Tensor x, Tensor kernels, int k, int groups, int scale_factor) "
-        "-> Tensor");
-  m.def("generic_reassemble_backward(Tensor grad_out, Tensor x, Tensor kernels, int k, "
-        "int groups, int scale_factor) -> (Tensor, Tensor)");
-  m.def("generic_guided_reassemble(Tensor x, Tensor kernel_space, Tensor offsets, int k, "
-        "int groups, int scale_factor) -> Tensor");
-  m.def("generic_guided_reassemble_backward(Tensor grad_out, Tensor x, Tensor kernel_space, "
-        "Tensor offsets, int k, int groups, int scale_factor) -> (Tensor, Tensor, Tensor)");
-  m.def("generic_ddf(Tensor x, Tensor channel_filter, Tensor spatial_filter, int k, "
-        "int dilation, int stride, str combine) -> Tensor");
-  m.def("generic_ddf_backward(Tensor grad_out, Tensor x, Tensor channel_filter, "
-        "Tensor spatial_filter, int k, int dilation, int stride, str combine) "
-        "-> (Tensor, Tensor, Tensor)");
-  m.def("generic_local_deformable_attention(Tensor q, Tensor key, Tensor value, "
-        "Tensor offsets, Tensor? rpb, int num_heads, int groups) -> Tensor");
-  m.def("generic_local_deformable_attention_backward(Tensor grad_out, Tensor q, Tensor key, "
-        "Tensor value, Tensor offsets, Tensor? rpb, int num_heads, int groups) "
-        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("generic_subpixel_sample(Tensor x, Tensor positions, int groups, int scale_factor) "
-        "-> Tensor");
-  m.def("generic_subpixel_sample_backward(Tensor grad_out, Tensor x, Tensor positions, "
-        "int groups, int scale_factor) -> (Tensor, Tensor)");
+  dlu_mm::define_op_schemas(m, "generic_");
 }
 
 TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
