@@ -170,7 +170,7 @@ struct ReassembleGradInput {
 
 // grad_kernels of output pixel (i', j') for tap chunk (n, g, chunk), over
 // N*G*tap_chunks*sH*sW (pixel fastest): d loss / d K[n, g*k*k+t, i', j'] for its kTapChunk taps
-// in one pass over the group's channels (each term as in kernel_grad, channels in order).
+// in one pass over the group's channels (terms grad_out[c, i', j'] * X[c, tap], c ascending).
 // out_t = acc_t: the buffer of d loss / d sampled kernels of guided_reassemble's backward.
 template <typename scalar_t, typename out_t = scalar_t>
 struct ReassembleGradKernels {
@@ -297,8 +297,8 @@ struct GuidedGatherKernelSpace {
   }
 };
 
-// Argument checks run by every backend's entry points (reassemble_checks.cpp); they return the
-// geometry.
+// Argument checks run by every backend's entry points (reassemble_checks.cpp);
+// check_reassemble returns the geometry.
 ReassembleShape check_reassemble(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
                                  int64_t groups, int64_t scale_factor, const char* kernels_name,
                                  bool low_res_kernels);
@@ -417,10 +417,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
       });
   return {grad_x, grad_ks_acc.to(x.scalar_type()), grad_offsets};
 }
-
-// CPU: d loss / d K (N, G*k*k, sH, sW) in opmath dtype, by rows (reassemble_cpu.cpp).
-at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tensor& x,
-                                       const at::Tensor& grad_out);
 
 at::Tensor reassemble_cpu(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
                           int64_t groups, int64_t scale_factor);

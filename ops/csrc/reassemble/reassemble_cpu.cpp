@@ -217,10 +217,9 @@ void grad_kernel_rows(const ReassembleShape& sh, const scalar_t* x, const scalar
   });
 }
 
-}  // namespace
-
-at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tensor& x,
-                                       const at::Tensor& grad_out) {
+// d loss / d K (N, G*k*k, sH, sW) in opmath dtype, by rows.
+at::Tensor kernel_grads_opmath(const ReassembleShape& sh, const at::Tensor& x,
+                               const at::Tensor& grad_out) {
   const auto acc_dtype = at::toOpMathType(x.scalar_type());
   at::Tensor out = at::empty({sh.N, sh.G * sh.kk, sh.sH, sh.sW}, x.options().dtype(acc_dtype));
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -231,6 +230,8 @@ at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tens
       });
   return out;
 }
+
+}  // namespace
 
 at::Tensor reassemble_cpu(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t k,
                           int64_t groups, int64_t scale_factor) {
@@ -318,7 +319,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_cpu(
           grad_input_planes(sh, grad_out.data_ptr<scalar_t>(), static_cast<const acc_t*>(sp),
                             grad_x.data_ptr<scalar_t>());
         }  // sampled kernels freed before the kernel gradients are allocated
-        const at::Tensor kernel_grads = reassemble_kernel_grads_cpu(sh, x, grad_out);
+        const at::Tensor kernel_grads = kernel_grads_opmath(sh, x, grad_out);
         const acc_t* kg = kernel_grads.data_ptr<acc_t>();
         cpu_for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
             sh, rows.kernels, grad_offsets.data_ptr<scalar_t>(), kg});
