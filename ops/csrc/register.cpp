@@ -1,11 +1,13 @@
-// Registers the dlu_mm ops (torch.ops.dlu_mm.*) and their CPU / CUDA kernels.
+// Registers the dlu_mm ops (torch.ops.dlu_mm.*, schemas in ops/include/schemas.h) and their
+// CPU / CUDA kernels.
 // Autograd and fake (meta) kernels are registered from Python in dlu_mm/ops/_native.py.
 #include <Python.h>
 #include <torch/library.h>
 
 #include "ddf.h"
-#include "local_attention.h"
+#include "local_deformable_attention.h"
 #include "reassemble.h"
+#include "schemas.h"
 #include "subpixel_sample.h"
 
 // `import dlu_mm._C_torch<X>_<Y>` loads this library (and so runs the registrations below); the
@@ -23,26 +25,7 @@ extern "C" PyMODINIT_FUNC DLU_MM_CONCAT(PyInit_, TORCH_EXTENSION_NAME)(void) {
 }
 
 TORCH_LIBRARY(dlu_mm, m) {
-  m.def("reassemble(Tensor x, Tensor kernels, int k, int groups, int scale_factor) -> Tensor");
-  m.def("reassemble_backward(Tensor grad_out, Tensor x, Tensor kernels, int k, int groups, "
-        "int scale_factor) -> (Tensor, Tensor)");
-  m.def("guided_reassemble(Tensor x, Tensor kernel_space, Tensor offsets, int k, int groups, "
-        "int scale_factor) -> Tensor");
-  m.def("guided_reassemble_backward(Tensor grad_out, Tensor x, Tensor kernel_space, "
-        "Tensor offsets, int k, int groups, int scale_factor) -> (Tensor, Tensor, Tensor)");
-  m.def("ddf(Tensor x, Tensor channel_filter, Tensor spatial_filter, int k, int dilation, "
-        "int stride, str combine) -> Tensor");
-  m.def("ddf_backward(Tensor grad_out, Tensor x, Tensor channel_filter, Tensor spatial_filter, "
-        "int k, int dilation, int stride, str combine) -> (Tensor, Tensor, Tensor)");
-  m.def("local_deformable_attention(Tensor q, Tensor key, Tensor value, Tensor offsets, "
-        "Tensor? rpb, int num_heads, int groups) -> Tensor");
-  // grad_rpb is an empty tensor when rpb is None
-  m.def("local_deformable_attention_backward(Tensor grad_out, Tensor q, Tensor key, "
-        "Tensor value, Tensor offsets, Tensor? rpb, int num_heads, int groups) "
-        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("subpixel_sample(Tensor x, Tensor positions, int groups, int scale_factor) -> Tensor");
-  m.def("subpixel_sample_backward(Tensor grad_out, Tensor x, Tensor positions, int groups, "
-        "int scale_factor) -> (Tensor, Tensor)");
+  dlu_mm::define_op_schemas(m, "");
 }
 
 TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
@@ -52,8 +35,8 @@ TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
   m.impl("guided_reassemble_backward", &dlu_mm::guided_reassemble_backward_cpu);
   m.impl("ddf", &dlu_mm::ddf_cpu);
   m.impl("ddf_backward", &dlu_mm::ddf_backward_cpu);
-  m.impl("local_deformable_attention", &dlu_mm::local_attention_cpu);
-  m.impl("local_deformable_attention_backward", &dlu_mm::local_attention_backward_cpu);
+  m.impl("local_deformable_attention", &dlu_mm::local_deformable_attention_cpu);
+  m.impl("local_deformable_attention_backward", &dlu_mm::local_deformable_attention_backward_cpu);
   m.impl("subpixel_sample", &dlu_mm::subpixel_sample_cpu);
   m.impl("subpixel_sample_backward", &dlu_mm::subpixel_sample_backward_cpu);
 }
@@ -66,8 +49,8 @@ TORCH_LIBRARY_IMPL(dlu_mm, CUDA, m) {
   m.impl("guided_reassemble_backward", &dlu_mm::guided_reassemble_backward_cuda);
   m.impl("ddf", &dlu_mm::ddf_cuda);
   m.impl("ddf_backward", &dlu_mm::ddf_backward_cuda);
-  m.impl("local_deformable_attention", &dlu_mm::local_attention_cuda);
-  m.impl("local_deformable_attention_backward", &dlu_mm::local_attention_backward_cuda);
+  m.impl("local_deformable_attention", &dlu_mm::local_deformable_attention_cuda);
+  m.impl("local_deformable_attention_backward", &dlu_mm::local_deformable_attention_backward_cuda);
   m.impl("subpixel_sample", &dlu_mm::subpixel_sample_cuda);
   m.impl("subpixel_sample_backward", &dlu_mm::subpixel_sample_backward_cuda);
 }

@@ -123,6 +123,7 @@ struct DdfGradChannel {
   DLU_HD void store(int64_t e, acc_t v) const { grad_channel[e] = static_cast<scalar_t>(v); }
 };
 
+// Argument checks run by every backend's entry points (ddf_checks.cpp); returns the geometry.
 DdfShape check_ddf(const at::Tensor& x, const at::Tensor& channel_filter,
                    const at::Tensor& spatial_filter, int64_t k, int64_t dilation, int64_t stride,
                    const std::string& combine);

@@ -1,9 +1,19 @@
 // Shared building blocks of the dlu_mm native ops.
 //
-// Every op's maths is written ONCE, as a functor over a flat 64-bit output index with a
-// `DLU_HD` (host + device) call operator, in the op's header. The CPU file runs it under
-// at::parallel_for, the CUDA file launches it as a grid-stride kernel. So CPU and CUDA cannot
-// drift apart, and the CPU vs CUDA tests compare two drivers of the same arithmetic.
+// Two kinds of kernels compute each op:
+// - The templates of ops/include/<op>.h: functors over a flat 64-bit index with a `DLU_HD`
+//   (host + device) call operator, called by the entry points <op>_impl<Driver> /
+//   <op>_backward_impl<Driver> through a driver. They are instantiated twice: with CudaDriver
+//   (dlu_cuda.cuh; ops/csrc/<op>/<op>_cuda.cu), the CUDA kernels, and with GenericCpuDriver
+//   (dlu_generic.h; ops/csrc/generic/generic.cpp, backend 'generic'), the same functors and
+//   index spaces run on the CPU, so CI executes the CUDA arithmetic without a GPU and the
+//   CUDA vs generic test compares two drivers of the same functors.
+// - The CPU kernels (ops/csrc/<op>/<op>_cpu.cpp): row kernels of their own, written for the
+//   CPU's caches and vector units. They share with the templates the shape structs, the
+//   argument checks and the bilinear set-up (BorderSample / ZeroSample below, reached through
+//   the ops' data structs), not the functors; the one exception is guided_reassemble's
+//   backward, which runs GuidedGradOffsets and GuidedScatterKernelSpace through dlu_cpu.h.
+//   They are tested against the pure-PyTorch references (and, on a GPU, against CUDA).
 // Accumulation is in at::opmath_type<scalar_t> (float for half/bfloat16).
 #pragma once
 
@@ -140,7 +150,8 @@ struct ZeroSample {
   }
 };
 
-// Non-atomic accumulation: used where each task owns the written slice (CPU backward).
+// Non-atomic accumulation: used where each task owns the written slice (guided_reassemble's
+// CPU backward, through cpu_for_each_slice).
 struct PlainAdd {
   template <typename T>
   DLU_HD static void add(T* p, T v) { *p += v; }

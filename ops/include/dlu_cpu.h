@@ -1,5 +1,8 @@
-// CPU drivers of the shared functors (see dlu_common.h). Deterministic: every task writes only
-// its own outputs, and sums run in a fixed order.
+// Parallel loops for running shared functors (ops/include/<op>.h) from a CPU kernel. The CPU
+// kernels are row kernels of their own (ops/csrc/<op>/*_cpu.cpp); only guided_reassemble's
+// backward (reassemble_cpu.cpp) calls functors through these two, for its offset gradient
+// (GuidedGradOffsets) and its kernel-space scatter (GuidedScatterKernelSpace with PlainAdd).
+// Deterministic: every task writes only its own outputs, and sums run in a fixed order.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -25,36 +28,5 @@ void cpu_for_each_slice(int64_t slices, int64_t len, const F& f) {
       for (int64_t p = 0; p < len; ++p) f(s * len + p);
   });
 }
-
-// Reductions: out[e] = sum_{i < f.count} f.term(e, i), each element summed serially.
-template <typename acc_t, typename F>
-void cpu_reduce(int64_t elems, const F& f) {
-  at::parallel_for(0, elems, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      acc_t acc = 0;
-      for (int64_t i = 0; i < f.count; ++i) acc += f.term(e, i);
-      f.store(e, acc);
-    }
-  });
-}
-
-// The device driver the op templates are instantiated with on CPU. Its scatter is already
-// deterministic (each slice is summed serially in index order), so the templates keep it under
-// torch.use_deterministic_algorithms(True) (kOrderedScatter).
-struct CpuDriver {
-  struct Guard {
-    explicit Guard(const c10::Device&) {}
-  };
-  using Add = PlainAdd;
-  static constexpr bool kOrderedScatter = true;
-  template <typename F>
-  static void for_each(int64_t n, const F& f) { cpu_for_each(n, f); }
-  template <typename F>
-  static void scatter(const char*, int64_t slices, int64_t len, const F& f) {
-    cpu_for_each_slice(slices, len, f);
-  }
-  template <typename acc_t, typename F>
-  static void reduce(int64_t elems, const F& f) { cpu_reduce<acc_t>(elems, f); }
-};
 
 }  // namespace dlu_mm

@@ -1,5 +1,7 @@
-// CUDA drivers of the shared functors (see dlu_common.h). Only c10/cuda headers: ATen/cuda
-// pulls in cuSPARSE/cuBLAS headers that a bare nvcc install (CI) does not have.
+// The CUDA driver of the op templates (see dlu_common.h): launches their functors as
+// grid-stride kernels and block reductions; instantiated in ops/csrc/<op>/<op>_cuda.cu. Only
+// c10/cuda headers: ATen/cuda pulls in cuSPARSE/cuBLAS headers that a bare nvcc install (CI)
+// does not have.
 #pragma once
 
 #include <ATen/Context.h>
@@ -64,12 +66,11 @@ void cuda_reduce(int64_t elems, const F& f) {
 
 // The device driver the op templates are instantiated with on CUDA. Scatters use atomicAdd
 // (order-dependent rounding): with torch.use_deterministic_algorithms(True) the op templates
-// call their gather formulation instead (kOrderedScatter = false), so `scatter` is only reached
-// in the default mode; the alert stays as a guard against a template that forgets it.
+// call their gather formulation instead, so `scatter` is only reached in the default mode; the
+// alert stays as a guard against a template that forgets it.
 struct CudaDriver {
   using Guard = c10::cuda::CUDAGuard;
   using Add = AtomicAdd;
-  static constexpr bool kOrderedScatter = false;
   template <typename F>
   static void for_each(int64_t n, const F& f) { cuda_for_each(n, f); }
   template <typename F>

@@ -4,10 +4,11 @@
 //   for_each  the grid-stride kernel: one call per flat index, in parallel;
 //   scatter   the same flat index space with atomic adds (a compare-and-swap loop), so it is as
 //             order-dependent as atomicAdd; with deterministic algorithms on, the templates use
-//             their gather formulation instead (kOrderedScatter = false, as on CUDA);
+//             their gather formulation instead, as on CUDA;
 //   reduce    the block reduction: kBlockThreads strided partial sums, then the same fixed tree,
 //             so it rounds exactly as the CUDA kernel does (up to FMA contraction).
-// Slow by design (no row paths, no vectorisation): a test driver, not a CPU backend.
+// Slow by design (no row paths, no vectorisation): a test driver, not the CPU backend (the CPU
+// kernels of ops/csrc/<op>/*_cpu.cpp are row kernels of their own).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -53,7 +54,6 @@ struct GenericCpuDriver {
     explicit Guard(const c10::Device&) {}
   };
   using Add = CpuAtomicAdd;
-  static constexpr bool kOrderedScatter = false;
   template <typename F>
   static void for_each(int64_t n, const F& f) {
     at::parallel_for(0, n, kBlockThreads, [&](int64_t begin, int64_t end) {

@@ -3,8 +3,15 @@
 //   reassemble:        Y[n,c,i',j'] = sum_t K[n, g*k*k+t, i', j'] * X[n, c, i'/s+ky-r, j'/s+kx-r]
 //   guided_reassemble: the same with K[.., t, i', j'] = kernel_space[n, g*k*k+t] bilinearly
 //                      sampled (border clamp) at (i'/s + oy, j'/s + ox), (ox, oy) =
-//                      offsets[n, 2g:2g+2, i', j'] in low-res pixels; K is never materialised.
+//                      offsets[n, 2g:2g+2, i', j'] in low-res pixels.
 // Taps outside the image contribute 0; no renormalisation. Channel c uses group g = c / (C/G).
+//
+// Where the sampled kernels K (N, G*k*k, sH, sW) exist: the CUDA and generic kernels (the
+// templates below) never store them, forward or backward: a functor samples each tap where it
+// uses it, once per tile of kChannelTile channels. The CPU forward samples them for one parent
+// row (the s output rows of one (n, g)) at a time into a per-task buffer. The CPU backward
+// materialises them whole, in opmath precision, for the input gradient, and frees them before
+// the kernel gradients. Every backward materialises d loss / d K, the same size in opmath.
 #pragma once
 
 #include "dlu_common.h"
@@ -163,7 +170,7 @@ struct ReassembleGradInput {
 
 // grad_kernels of output pixel (i', j') for tap chunk (n, g, chunk), over
 // N*G*tap_chunks*sH*sW (pixel fastest): d loss / d K[n, g*k*k+t, i', j'] for its kTapChunk taps
-// in one pass over the group's channels (each term as in kernel_grad, channels in order).
+// in one pass over the group's channels (terms grad_out[c, i', j'] * X[c, tap], c ascending).
 // out_t = acc_t: the buffer of d loss / d sampled kernels of guided_reassemble's backward.
 template <typename scalar_t, typename out_t = scalar_t>
 struct ReassembleGradKernels {
@@ -290,14 +297,16 @@ struct GuidedGatherKernelSpace {
   }
 };
 
-// Argument checks shared by the CPU and CUDA entry points; returns the geometry.
+// Argument checks run by every backend's entry points (reassemble_checks.cpp);
+// check_reassemble returns the geometry.
 ReassembleShape check_reassemble(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
                                  int64_t groups, int64_t scale_factor, const char* kernels_name,
                                  bool low_res_kernels);
 void check_offsets(const at::Tensor& offsets, const at::Tensor& x, const ReassembleShape& sh);
 
-// Entry points, templated on the device driver (CpuDriver in dlu_cpu.h, CudaDriver in
-// dlu_cuda.cuh) and instantiated once per device in ops/csrc/reassemble/.
+// Entry points of the CUDA and generic backends, templated on the driver: CudaDriver
+// (dlu_cuda.cuh) in ops/csrc/reassemble/reassemble_cuda.cu, GenericCpuDriver (dlu_generic.h) in
+// ops/csrc/generic/generic.cpp. The CPU backend is reassemble_cpu.cpp's row kernels.
 template <typename Driver>
 at::Tensor reassemble_impl(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t k,
                            int64_t groups, int64_t s) {
@@ -393,7 +402,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
                          ReassembleGradKernels<scalar_t, acc_t>{sh, xp, go, kg});
         Driver::for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
             sh, kernels, grad_offsets.data_ptr<scalar_t>(), kg});
-        if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
+        if (!at::globalContext().deterministicAlgorithms()) {
           Driver::scatter("guided_reassemble_backward (kernel_space gradient)",
                           sh.N * sh.G * sh.kk, sh.oHW,
                           GuidedScatterKernelSpace<scalar_t, typename Driver::Add>{
@@ -408,10 +417,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_impl(
       });
   return {grad_x, grad_ks_acc.to(x.scalar_type()), grad_offsets};
 }
-
-// CPU: d loss / d K (N, G*k*k, sH, sW) in opmath dtype, by rows (reassemble_cpu.cpp).
-at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tensor& x,
-                                       const at::Tensor& grad_out);
 
 at::Tensor reassemble_cpu(const at::Tensor& x, const at::Tensor& kernels, int64_t k,
                           int64_t groups, int64_t scale_factor);

@@ -91,7 +91,7 @@ struct SubpixelGradPositions {
 };
 
 // grad_x scatter, element (n, c, p) over N*C*sH*sW: adds grad_out * corner weight into the four
-// corners of plane (n, c) through Add (plain on the CPU driver, atomic on CUDA).
+// corners of plane (n, c) through Add (atomicAdd on CUDA, a compare-and-swap add on generic).
 template <typename scalar_t, typename Add>
 struct SubpixelScatter {
   using acc_t = at::opmath_type<scalar_t>;
@@ -118,7 +118,7 @@ struct SubpixelCorners {
 };
 
 // grad_x element (n, c, cell) over N*C*H*W: the gather form of SubpixelScatter over the cell's
-// sorted entries (increasing p, then corner: the CPU scatter's order).
+// sorted entries (increasing p, then corner: also the CPU kernel's order).
 template <typename scalar_t>
 struct SubpixelGather {
   using acc_t = at::opmath_type<scalar_t>;
@@ -143,6 +143,8 @@ struct SubpixelGather {
   }
 };
 
+// Argument checks run by every backend's entry points (subpixel_sample_checks.cpp); returns
+// the geometry.
 SubpixelShape check_subpixel_sample(const at::Tensor& x, const at::Tensor& positions,
                                     int64_t groups, int64_t scale_factor);
 
@@ -180,7 +182,7 @@ std::tuple<at::Tensor, at::Tensor> subpixel_sample_backward_impl(
     const scalar_t* go = grad_out.data_ptr<scalar_t>();
     Driver::for_each(sh.N * sh.G * sh.oHW, SubpixelGradPositions<scalar_t>{
                                                d, go, grad_positions.data_ptr<scalar_t>()});
-    if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
+    if (!at::globalContext().deterministicAlgorithms()) {
       Driver::scatter("subpixel_sample_backward (input gradient)", sh.N * sh.C, sh.oHW,
                       SubpixelScatter<scalar_t, typename Driver::Add>{
                           d, go, grad_x.data_ptr<acc_t>()});

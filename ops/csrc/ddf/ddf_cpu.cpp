@@ -9,12 +9,13 @@
 // the channel weight Ch[n, c, t] hoisted. The taps of an output element are summed in the same
 // order as the functor's (t ascending, taps outside skipped), so the forward and grad_spatial
 // are the functor's sums; grad_x and grad_channel sum the same terms in another order.
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <type_traits>
 #include <vector>
 
 #include "ddf.h"
-#include "dlu_cpu.h"
 
 namespace dlu_mm {
 namespace {

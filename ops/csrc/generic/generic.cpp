@@ -1,14 +1,17 @@
 // The 'generic' verification backend (dlu_mm.ops.set_backend('generic')): the op templates of
 // ops/include/ instantiated with GenericCpuDriver (dlu_generic.h), i.e. exactly the functors and
-// index spaces the CUDA kernels run, executed on the CPU. It shares nothing with the fast CPU
-// kernels of ops/csrc/<op>/*_cpu.cpp, so the CUDA path's arithmetic is tested on every stack,
-// GPU or not. Registered as torch.ops.dlu_mm.generic_<op> (+ _backward), CPU only.
+// index spaces the CUDA kernels run, executed on the CPU, so the CUDA path's arithmetic is
+// tested on every stack, GPU or not. The fast CPU kernels of ops/csrc/<op>/*_cpu.cpp are row
+// kernels of their own (they share the shapes, checks and bilinear set-up, and only
+// guided_reassemble's backward calls two of these functors). Registered as
+// torch.ops.dlu_mm.generic_<op> (+ _backward), CPU only.
 #include <torch/library.h>
 
 #include "ddf.h"
 #include "dlu_generic.h"
-#include "local_attention.h"
+#include "local_deformable_attention.h"
 #include "reassemble.h"
+#include "schemas.h"
 #include "subpixel_sample.h"
 
 namespace dlu_mm {
@@ -55,20 +58,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> generic_ddf_backward(
                                    stride, std::string(combine));
 }
 
-at::Tensor generic_local_attention(const at::Tensor& q, const at::Tensor& key,
-                                   const at::Tensor& value, const at::Tensor& offsets,
-                                   const c10::optional<at::Tensor>& rpb, int64_t num_heads,
-                                   int64_t groups) {
-  return local_attention_impl<Driver>(q, key, value, offsets, rpb, num_heads, groups);
+at::Tensor generic_local_deformable_attention(const at::Tensor& q, const at::Tensor& key,
+                                              const at::Tensor& value, const at::Tensor& offsets,
+                                              const c10::optional<at::Tensor>& rpb,
+                                              int64_t num_heads, int64_t groups) {
+  return local_deformable_attention_impl<Driver>(q, key, value, offsets, rpb, num_heads, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-generic_local_attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
-                                 const at::Tensor& key, const at::Tensor& value,
-                                 const at::Tensor& offsets, const c10::optional<at::Tensor>& rpb,
-                                 int64_t num_heads, int64_t groups) {
-  return local_attention_backward_impl<Driver>(grad_out, q, key, value, offsets, rpb, num_heads,
-                                               groups);
+generic_local_deformable_attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                            const at::Tensor& key, const at::Tensor& value,
+                                            const at::Tensor& offsets,
+                                            const c10::optional<at::Tensor>& rpb,
+                                            int64_t num_heads, int64_t groups) {
+  return local_deformable_attention_backward_impl<Driver>(grad_out, q, key, value, offsets, rpb,
+                                                          num_heads, groups);
 }
 
 at::Tensor generic_subpixel_sample(const at::Tensor& x, const at::Tensor& positions,
@@ -85,30 +89,9 @@ std::tuple<at::Tensor, at::Tensor> generic_subpixel_sample_backward(
 }  // namespace
 }  // namespace dlu_mm
 
-// Same schemas as the ops of register.cpp, with the generic_ prefix.
+// The schemas of register.cpp's ops (schemas.h) under the names generic_<op>.
 TORCH_LIBRARY_FRAGMENT(dlu_mm, m) {
-  m.def("generic_reassemble(Tensor x, Tensor kernels, int k, int groups, int scale_factor) "
-        "-> Tensor");
-  m.def("generic_reassemble_backward(Tensor grad_out, Tensor x, Tensor kernels, int k, "
-        "int groups, int scale_factor) -> (Tensor, Tensor)");
-  m.def("generic_guided_reassemble(Tensor x, Tensor kernel_space, Tensor offsets, int k, "
-        "int groups, int scale_factor) -> Tensor");
-  m.def("generic_guided_reassemble_backward(Tensor grad_out, Tensor x, Tensor kernel_space, "
-        "Tensor offsets, int k, int groups, int scale_factor) -> (Tensor, Tensor, Tensor)");
-  m.def("generic_ddf(Tensor x, Tensor channel_filter, Tensor spatial_filter, int k, "
-        "int dilation, int stride, str combine) -> Tensor");
-  m.def("generic_ddf_backward(Tensor grad_out, Tensor x, Tensor channel_filter, "
-        "Tensor spatial_filter, int k, int dilation, int stride, str combine) "
-        "-> (Tensor, Tensor, Tensor)");
-  m.def("generic_local_deformable_attention(Tensor q, Tensor key, Tensor value, "
-        "Tensor offsets, Tensor? rpb, int num_heads, int groups) -> Tensor");
-  m.def("generic_local_deformable_attention_backward(Tensor grad_out, Tensor q, Tensor key, "
-        "Tensor value, Tensor offsets, Tensor? rpb, int num_heads, int groups) "
-        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("generic_subpixel_sample(Tensor x, Tensor positions, int groups, int scale_factor) "
-        "-> Tensor");
-  m.def("generic_subpixel_sample_backward(Tensor grad_out, Tensor x, Tensor positions, "
-        "int groups, int scale_factor) -> (Tensor, Tensor)");
+  dlu_mm::define_op_schemas(m, "generic_");
 }
 
 TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
@@ -118,9 +101,9 @@ TORCH_LIBRARY_IMPL(dlu_mm, CPU, m) {
   m.impl("generic_guided_reassemble_backward", &dlu_mm::generic_guided_reassemble_backward);
   m.impl("generic_ddf", &dlu_mm::generic_ddf);
   m.impl("generic_ddf_backward", &dlu_mm::generic_ddf_backward);
-  m.impl("generic_local_deformable_attention", &dlu_mm::generic_local_attention);
+  m.impl("generic_local_deformable_attention", &dlu_mm::generic_local_deformable_attention);
   m.impl("generic_local_deformable_attention_backward",
-         &dlu_mm::generic_local_attention_backward);
+         &dlu_mm::generic_local_deformable_attention_backward);
   m.impl("generic_subpixel_sample", &dlu_mm::generic_subpixel_sample);
   m.impl("generic_subpixel_sample_backward", &dlu_mm::generic_subpixel_sample_backward);
 }

@@ -1,9 +1,14 @@
-// CPU instantiation of reassemble / guided_reassemble (maths in ops/include/reassemble.h).
+// CPU reassemble / guided_reassemble: row kernels of their own (the maths of
+// ops/include/reassemble.h, whose templates the CUDA and generic backends instantiate).
 //
-// Dense reassembly has a row-wise CPU path: per task one output row (forward, kernel gradient)
-// or one channel plane (input gradient), with the k*k taps as shifted row-times-row products.
-// That keeps the inner loops contiguous and a row of kernels hot in cache across the channels
-// of its group; it is the same sum as ReassembleForward & co., in the same tap order.
+// Per task one parent row of one (n, g), i.e. its s output rows (forward, kernel gradient), or
+// one block of 8 channel planes (input gradient), with the k*k taps as shifted row-times-row
+// products. That keeps the inner loops contiguous and a row of kernels hot in cache across the
+// channels of its group. The forward and the kernel gradient add the functors' terms in their
+// order (taps, resp. channels, ascending); the input gradient adds them in another order.
+// guided_reassemble runs the same row kernels on kernels sampled per row (SampledRows); its
+// backward materialises the sampled kernels (see guided_reassemble_backward_cpu) and runs two
+// of the header's functors, GuidedGradOffsets and GuidedScatterKernelSpace, through dlu_cpu.h.
 #include <algorithm>
 #include <vector>
 
@@ -37,7 +42,7 @@ inline void upsample_row(const ReassembleShape& sh, const scalar_t* __restrict__
 // Kernel rows of the row-wise paths: row(ng, io, buf, stride) returns the k*k taps of output
 // row io of (n, g) as rows of sW elements `stride` apart. Dense kernels are read in place; DLU's
 // sampled kernels are bilinearly sampled ONCE per (n, g, output row) into buf, so the channel
-// loop reuses them instead of re-sampling per channel (the functor path does that per element).
+// loop reuses them (the functors re-sample them per output pixel and tile of 16 channels).
 template <typename scalar_t>
 struct DenseRows {
   using kernel_t = scalar_t;
@@ -212,10 +217,9 @@ void grad_kernel_rows(const ReassembleShape& sh, const scalar_t* x, const scalar
   });
 }
 
-}  // namespace
-
-at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tensor& x,
-                                       const at::Tensor& grad_out) {
+// d loss / d K (N, G*k*k, sH, sW) in opmath dtype, by rows.
+at::Tensor kernel_grads_opmath(const ReassembleShape& sh, const at::Tensor& x,
+                               const at::Tensor& grad_out) {
   const auto acc_dtype = at::toOpMathType(x.scalar_type());
   at::Tensor out = at::empty({sh.N, sh.G * sh.kk, sh.sH, sh.sW}, x.options().dtype(acc_dtype));
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -226,6 +230,8 @@ at::Tensor reassemble_kernel_grads_cpu(const ReassembleShape& sh, const at::Tens
       });
   return out;
 }
+
+}  // namespace
 
 at::Tensor reassemble_cpu(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t k,
                           int64_t groups, int64_t scale_factor) {
@@ -277,9 +283,12 @@ at::Tensor guided_reassemble_cpu(const at::Tensor& x_in, const at::Tensor& kerne
   return out;
 }
 
-// The CPU backward holds the sampled kernels (N, G*k*k, sH, sW) in opmath precision (G*k*k/C of
-// grad_out's size), sampled once, so grad_x is the dense reassemble's input gradient; the kernel
-// gradients (same size) then go through the bilinear sampling to offsets and kernel_space.
+// The CPU backward materialises the sampled kernels (N, G*k*k, sH, sW) in opmath precision
+// (G*k*k/C of grad_out's size), sampled once, so grad_x is the dense reassemble's input
+// gradient; they are freed before the kernel gradients (same size) are computed, which then go
+// through the bilinear sampling to offsets (GuidedGradOffsets, under cpu_for_each) and
+// kernel_space (GuidedScatterKernelSpace, one task per kernel-space plane, under
+// cpu_for_each_slice).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_cpu(
     const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& kernel_space_in,
     const at::Tensor& offsets_in, int64_t k, int64_t groups, int64_t scale_factor) {
@@ -310,7 +319,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> guided_reassemble_backward_cpu(
           grad_input_planes(sh, grad_out.data_ptr<scalar_t>(), static_cast<const acc_t*>(sp),
                             grad_x.data_ptr<scalar_t>());
         }  // sampled kernels freed before the kernel gradients are allocated
-        const at::Tensor kernel_grads = reassemble_kernel_grads_cpu(sh, x, grad_out);
+        const at::Tensor kernel_grads = kernel_grads_opmath(sh, x, grad_out);
         const acc_t* kg = kernel_grads.data_ptr<acc_t>();
         cpu_for_each(sh.N * sh.G * sh.oHW, GuidedGradOffsets<scalar_t>{
             sh, rows.kernels, grad_offsets.data_ptr<scalar_t>(), kg});

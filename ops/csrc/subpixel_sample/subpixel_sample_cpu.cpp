@@ -11,11 +11,12 @@
 // pixels in increasing order, corners 0..3; grad_positions: channels in increasing order), so
 // the results are the functors' up to floating-point contraction, and do not depend on the
 // thread count.
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <type_traits>
 #include <vector>
 
-#include "dlu_cpu.h"
 #include "subpixel_sample.h"
 
 namespace dlu_mm {

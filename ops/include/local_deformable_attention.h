@@ -16,15 +16,15 @@ namespace dlu_mm {
 // Per-pixel point arrays live in registers / local memory: P is bounded (k_u <= 5 -> P <= 25).
 constexpr int64_t kMaxPoints = 32;
 
-struct LdaShape {
+struct LocalDeformableAttentionShape {
   int64_t N, D, C, H, W, sH, sW, HW, oHW, P, nh, G, Dh, Ch, Dg, Cg;
   double scale, fy, fx;
 };
 
 template <typename scalar_t>
-struct LdaData {
+struct LocalDeformableAttentionData {
   using acc_t = at::opmath_type<scalar_t>;
-  LdaShape sh;
+  LocalDeformableAttentionShape sh;
   const scalar_t* q;        // (N, D, sH, sW)
   const scalar_t* key;      // (N, D, H, W)
   const scalar_t* value;    // (N, C, H, W)
@@ -74,12 +74,12 @@ struct LdaData {
 
 // Output element (n, h, p) over N*nh*sH*sW: writes the C/nh channels of head h at pixel p.
 template <typename scalar_t>
-struct LdaForward {
+struct LocalDeformableAttentionForward {
   using acc_t = at::opmath_type<scalar_t>;
-  LdaData<scalar_t> d;
+  LocalDeformableAttentionData<scalar_t> d;
   scalar_t* out;
   DLU_HD void operator()(int64_t idx) const {
-    const LdaShape& sh = d.sh;
+    const LocalDeformableAttentionShape& sh = d.sh;
     const int64_t p = idx % sh.oHW, nh_ = idx / sh.oHW, h = nh_ % sh.nh, n = nh_ / sh.nh;
     acc_t a[kMaxPoints];
     ZeroSample<acc_t> zs[kMaxPoints];
@@ -101,15 +101,15 @@ struct LdaForward {
 // gradient (N, nh, P, sH, sW) in acc_t buffers (P values per pixel and head, not P*C), and
 // writes grad_q of head h at p.
 template <typename scalar_t>
-struct LdaBackwardAttention {
+struct LocalDeformableAttentionBackwardAttention {
   using acc_t = at::opmath_type<scalar_t>;
-  LdaData<scalar_t> d;
+  LocalDeformableAttentionData<scalar_t> d;
   const scalar_t* grad_out;
   acc_t* attn;       // (N, nh, P, sH, sW)
   acc_t* grad_logit; // (N, nh, P, sH, sW), already including the 1/sqrt(D/nh) scale
   scalar_t* grad_q;
   DLU_HD void operator()(int64_t idx) const {
-    const LdaShape& sh = d.sh;
+    const LocalDeformableAttentionShape& sh = d.sh;
     const int64_t p = idx % sh.oHW, nh_ = idx / sh.oHW, h = nh_ % sh.nh, n = nh_ / sh.nh;
     acc_t a[kMaxPoints], ga[kMaxPoints];
     ZeroSample<acc_t> zs[kMaxPoints];
@@ -147,15 +147,15 @@ struct LdaBackwardAttention {
 
 // grad_offsets element (n, g, p) over N*G*sH*sW: chain rule through both bilinear samples.
 template <typename scalar_t>
-struct LdaGradOffsets {
+struct LocalDeformableAttentionGradOffsets {
   using acc_t = at::opmath_type<scalar_t>;
-  LdaData<scalar_t> d;
+  LocalDeformableAttentionData<scalar_t> d;
   const scalar_t* grad_out;
   const acc_t* attn;
   const acc_t* grad_logit;
   scalar_t* grad_offsets;
   DLU_HD void operator()(int64_t idx) const {
-    const LdaShape& sh = d.sh;
+    const LocalDeformableAttentionShape& sh = d.sh;
     const int64_t p = idx % sh.oHW, ng = idx / sh.oHW, g = ng % sh.G, n = ng / sh.G;
     for (int64_t m = 0; m < sh.P; ++m) {
       const ZeroSample<acc_t> zs = d.where(n, g, m, p);
@@ -184,15 +184,15 @@ struct LdaGradOffsets {
 // Scatter into grad_key (weights = grad_logit, factor = q) or grad_value (weights = attn,
 // factor = grad_out); element (n, channel, p) writes only into plane (n, channel).
 template <typename scalar_t, typename Add>
-struct LdaScatter {
+struct LocalDeformableAttentionScatter {
   using acc_t = at::opmath_type<scalar_t>;
-  LdaData<scalar_t> d;
+  LocalDeformableAttentionData<scalar_t> d;
   const acc_t* weights;     // (N, nh, P, sH, sW)
   const scalar_t* factor;   // (N, channels, sH, sW)
   int64_t channels, per_group, per_head;
   acc_t* grad;              // (N, channels, H, W)
   DLU_HD void operator()(int64_t idx) const {
-    const LdaShape& sh = d.sh;
+    const LocalDeformableAttentionShape& sh = d.sh;
     const int64_t p = idx % sh.oHW, nc = idx / sh.oHW, c = nc % channels, n = nc / channels;
     const int64_t g = c / per_group, h = c / per_head;
     const acc_t f = static_cast<acc_t>(factor[idx]);
@@ -208,10 +208,10 @@ struct LdaScatter {
 // targets that corner's cell of the low-res planes (H*W = "none" for a corner outside); all
 // channels of group g share the locations.
 template <typename scalar_t>
-struct LdaCorners {
-  LdaData<scalar_t> d;
+struct LocalDeformableAttentionCorners {
+  LocalDeformableAttentionData<scalar_t> d;
   DLU_HD int64_t operator()(int64_t ng, int64_t e) const {
-    const LdaShape& sh = d.sh;
+    const LocalDeformableAttentionShape& sh = d.sh;
     const int64_t mp = e / 4, corner = e % 4;
     const auto zs = d.where(ng / sh.G, ng % sh.G, mp / sh.oHW, mp % sh.oHW);
     return ((zs.valid >> corner) & 1) ? zs.o[corner] : sh.HW;
@@ -219,19 +219,19 @@ struct LdaCorners {
 };
 
 // grad_key / grad_value element (n, channel, y, x) over N*channels*H*W: the gather form of
-// LdaScatter, summing the same products over the cell's sorted entries.
+// LocalDeformableAttentionScatter, summing the same products over the cell's sorted entries.
 template <typename scalar_t>
-struct LdaGather {
+struct LocalDeformableAttentionGather {
   using acc_t = at::opmath_type<scalar_t>;
-  LdaData<scalar_t> d;
+  LocalDeformableAttentionData<scalar_t> d;
   const acc_t* weights;     // (N, nh, P, sH, sW)
   const scalar_t* factor;   // (N, channels, sH, sW)
   int64_t channels, per_group, per_head;
-  const int64_t* order;     // ScatterIndex of LdaCorners
+  const int64_t* order;     // ScatterIndex of LocalDeformableAttentionCorners
   const int64_t* bounds;
   acc_t* grad;              // (N, channels, H, W)
   DLU_HD void operator()(int64_t idx) const {
-    const LdaShape& sh = d.sh;
+    const LocalDeformableAttentionShape& sh = d.sh;
     const int64_t cell = idx % sh.HW, nc = idx / sh.HW, c = nc % channels, n = nc / channels;
     const int64_t g = c / per_group, h = c / per_head, ng = n * sh.G + g;
     const int64_t entries = 4 * sh.P * sh.oHW;
@@ -251,14 +251,14 @@ struct LdaGather {
 
 // grad_rpb element (h, m, dd) over nh*P*Dh: a reduction over all N*sH*sW pixels.
 template <typename scalar_t>
-struct LdaGradRpb {
+struct LocalDeformableAttentionGradRpb {
   using acc_t = at::opmath_type<scalar_t>;
-  LdaData<scalar_t> d;
+  LocalDeformableAttentionData<scalar_t> d;
   const acc_t* grad_logit;
   scalar_t* grad_rpb;
   int64_t count;  // N*sH*sW
   DLU_HD acc_t term(int64_t e, int64_t i) const {
-    const LdaShape& sh = d.sh;
+    const LocalDeformableAttentionShape& sh = d.sh;
     const int64_t dd = e % sh.Dh, hm = e / sh.Dh, m = hm % sh.P, h = hm / sh.P;
     const int64_t p = i % sh.oHW, n = i / sh.oHW;
     return grad_logit[((n * sh.nh + h) * sh.P + m) * sh.oHW + p] * d.q_at(n, h * sh.Dh + dd, p);
@@ -266,18 +266,21 @@ struct LdaGradRpb {
   DLU_HD void store(int64_t e, acc_t v) const { grad_rpb[e] = static_cast<scalar_t>(v); }
 };
 
-LdaShape check_local_attention(const at::Tensor& q, const at::Tensor& key,
-                               const at::Tensor& value, const at::Tensor& offsets,
-                               const c10::optional<at::Tensor>& rpb, int64_t num_heads,
-                               int64_t groups);
+// Argument checks run by every backend's entry points (local_deformable_attention_checks.cpp);
+// returns the geometry.
+LocalDeformableAttentionShape check_local_deformable_attention(
+    const at::Tensor& q, const at::Tensor& key, const at::Tensor& value,
+    const at::Tensor& offsets, const c10::optional<at::Tensor>& rpb, int64_t num_heads,
+    int64_t groups);
 
 template <typename Driver>
-at::Tensor local_attention_impl(const at::Tensor& q_in, const at::Tensor& key_in,
-                                const at::Tensor& value_in, const at::Tensor& offsets_in,
-                                const c10::optional<at::Tensor>& rpb_in, int64_t num_heads,
-                                int64_t groups) {
-  const LdaShape sh =
-      check_local_attention(q_in, key_in, value_in, offsets_in, rpb_in, num_heads, groups);
+at::Tensor local_deformable_attention_impl(const at::Tensor& q_in, const at::Tensor& key_in,
+                                           const at::Tensor& value_in,
+                                           const at::Tensor& offsets_in,
+                                           const c10::optional<at::Tensor>& rpb_in,
+                                           int64_t num_heads, int64_t groups) {
+  const LocalDeformableAttentionShape sh = check_local_deformable_attention(
+      q_in, key_in, value_in, offsets_in, rpb_in, num_heads, groups);
   typename Driver::Guard guard(q_in.device());
   const at::Tensor q = q_in.contiguous(), key = key_in.contiguous();
   const at::Tensor value = value_in.contiguous(), offsets = offsets_in.contiguous();
@@ -285,23 +288,24 @@ at::Tensor local_attention_impl(const at::Tensor& q_in, const at::Tensor& key_in
   at::Tensor out = at::empty({sh.N, sh.C, sh.sH, sh.sW}, q.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "local_deformable_attention", [&] {
-        const LdaData<scalar_t> d{sh, q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
-                                  value.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>(),
-                                  rpb.defined() ? rpb.data_ptr<scalar_t>() : nullptr};
-        Driver::for_each(sh.N * sh.nh * sh.oHW, LdaForward<scalar_t>{d, out.data_ptr<scalar_t>()});
+        const LocalDeformableAttentionData<scalar_t> d{
+            sh, q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(),
+            offsets.data_ptr<scalar_t>(), rpb.defined() ? rpb.data_ptr<scalar_t>() : nullptr};
+        Driver::for_each(sh.N * sh.nh * sh.oHW,
+                         LocalDeformableAttentionForward<scalar_t>{d, out.data_ptr<scalar_t>()});
       });
   return out;
 }
 
 template <typename Driver>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-local_attention_backward_impl(const at::Tensor& grad_out_in, const at::Tensor& q_in,
-                              const at::Tensor& key_in, const at::Tensor& value_in,
-                              const at::Tensor& offsets_in,
-                              const c10::optional<at::Tensor>& rpb_in, int64_t num_heads,
-                              int64_t groups) {
-  const LdaShape sh =
-      check_local_attention(q_in, key_in, value_in, offsets_in, rpb_in, num_heads, groups);
+local_deformable_attention_backward_impl(const at::Tensor& grad_out_in, const at::Tensor& q_in,
+                                         const at::Tensor& key_in, const at::Tensor& value_in,
+                                         const at::Tensor& offsets_in,
+                                         const c10::optional<at::Tensor>& rpb_in,
+                                         int64_t num_heads, int64_t groups) {
+  const LocalDeformableAttentionShape sh = check_local_deformable_attention(
+      q_in, key_in, value_in, offsets_in, rpb_in, num_heads, groups);
   check_grad_out(grad_out_in, q_in, sh.C, sh.sH, sh.sW);
   typename Driver::Guard guard(q_in.device());
   const at::Tensor q = q_in.contiguous(), key = key_in.contiguous();
@@ -318,18 +322,21 @@ local_attention_backward_impl(const at::Tensor& grad_out_in, const at::Tensor& q
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "local_deformable_attention_backward", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const LdaData<scalar_t> d{sh, q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
-                                  value.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>(),
-                                  rpb.defined() ? rpb.data_ptr<scalar_t>() : nullptr};
+        using Gather = LocalDeformableAttentionGather<scalar_t>;
+        const LocalDeformableAttentionData<scalar_t> d{
+            sh, q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(),
+            offsets.data_ptr<scalar_t>(), rpb.defined() ? rpb.data_ptr<scalar_t>() : nullptr};
         const scalar_t* go = grad_out.data_ptr<scalar_t>();
         acc_t* a = attn.data_ptr<acc_t>();
         acc_t* gl = grad_logit.data_ptr<acc_t>();
-        Driver::for_each(sh.N * sh.nh * sh.oHW, LdaBackwardAttention<scalar_t>{
-                                                    d, go, a, gl, grad_q.data_ptr<scalar_t>()});
-        Driver::for_each(sh.N * sh.G * sh.oHW, LdaGradOffsets<scalar_t>{
-                                                   d, go, a, gl, grad_offsets.data_ptr<scalar_t>()});
-        if (Driver::kOrderedScatter || !at::globalContext().deterministicAlgorithms()) {
-          using Scatter = LdaScatter<scalar_t, typename Driver::Add>;
+        Driver::for_each(sh.N * sh.nh * sh.oHW,
+                         LocalDeformableAttentionBackwardAttention<scalar_t>{
+                             d, go, a, gl, grad_q.data_ptr<scalar_t>()});
+        Driver::for_each(sh.N * sh.G * sh.oHW,
+                         LocalDeformableAttentionGradOffsets<scalar_t>{
+                             d, go, a, gl, grad_offsets.data_ptr<scalar_t>()});
+        if (!at::globalContext().deterministicAlgorithms()) {
+          using Scatter = LocalDeformableAttentionScatter<scalar_t, typename Driver::Add>;
           Driver::scatter("local_deformable_attention_backward (key gradient)", sh.N * sh.D,
                           sh.oHW, Scatter{d, gl, q.data_ptr<scalar_t>(), sh.D, sh.Dg, sh.Dh,
                                           grad_key.data_ptr<acc_t>()});
@@ -338,42 +345,45 @@ local_attention_backward_impl(const at::Tensor& grad_out_in, const at::Tensor& q
                                           grad_value.data_ptr<acc_t>()});
         } else {  // deterministic: one sorted index of the sample corners, two gathers
           const ScatterIndex index = invert_scatter<Driver>(
-              sh.N * sh.G, 4 * sh.P * sh.oHW, sh.HW, LdaCorners<scalar_t>{d}, q.options());
+              sh.N * sh.G, 4 * sh.P * sh.oHW, sh.HW,
+              LocalDeformableAttentionCorners<scalar_t>{d}, q.options());
           const int64_t* order = index.order.data_ptr<int64_t>();
           const int64_t* bounds = index.bounds.data_ptr<int64_t>();
           Driver::for_each(grad_key.numel(),
-                           LdaGather<scalar_t>{d, gl, q.data_ptr<scalar_t>(), sh.D, sh.Dg, sh.Dh,
-                                               order, bounds, grad_key.data_ptr<acc_t>()});
+                           Gather{d, gl, q.data_ptr<scalar_t>(), sh.D, sh.Dg, sh.Dh, order,
+                                  bounds, grad_key.data_ptr<acc_t>()});
           Driver::for_each(grad_value.numel(),
-                           LdaGather<scalar_t>{d, a, go, sh.C, sh.Cg, sh.Ch, order, bounds,
-                                               grad_value.data_ptr<acc_t>()});
+                           Gather{d, a, go, sh.C, sh.Cg, sh.Ch, order, bounds,
+                                  grad_value.data_ptr<acc_t>()});
         }
         if (rpb.defined())
           Driver::template reduce<acc_t>(
-              grad_rpb.numel(),
-              LdaGradRpb<scalar_t>{d, gl, grad_rpb.data_ptr<scalar_t>(), sh.N * sh.oHW});
+              grad_rpb.numel(), LocalDeformableAttentionGradRpb<scalar_t>{
+                                    d, gl, grad_rpb.data_ptr<scalar_t>(), sh.N * sh.oHW});
       });
   return {grad_q, grad_key.to(q.scalar_type()), grad_value.to(q.scalar_type()), grad_offsets,
           grad_rpb};
 }
 
-at::Tensor local_attention_cpu(const at::Tensor& q, const at::Tensor& key,
-                               const at::Tensor& value, const at::Tensor& offsets,
-                               const c10::optional<at::Tensor>& rpb, int64_t num_heads,
-                               int64_t groups);
+at::Tensor local_deformable_attention_cpu(const at::Tensor& q, const at::Tensor& key,
+                                          const at::Tensor& value, const at::Tensor& offsets,
+                                          const c10::optional<at::Tensor>& rpb,
+                                          int64_t num_heads, int64_t groups);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-local_attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q,
-                             const at::Tensor& key, const at::Tensor& value,
-                             const at::Tensor& offsets, const c10::optional<at::Tensor>& rpb,
-                             int64_t num_heads, int64_t groups);
-at::Tensor local_attention_cuda(const at::Tensor& q, const at::Tensor& key,
-                                const at::Tensor& value, const at::Tensor& offsets,
-                                const c10::optional<at::Tensor>& rpb, int64_t num_heads,
-                                int64_t groups);
+local_deformable_attention_backward_cpu(const at::Tensor& grad_out, const at::Tensor& q,
+                                        const at::Tensor& key, const at::Tensor& value,
+                                        const at::Tensor& offsets,
+                                        const c10::optional<at::Tensor>& rpb, int64_t num_heads,
+                                        int64_t groups);
+at::Tensor local_deformable_attention_cuda(const at::Tensor& q, const at::Tensor& key,
+                                           const at::Tensor& value, const at::Tensor& offsets,
+                                           const c10::optional<at::Tensor>& rpb,
+                                           int64_t num_heads, int64_t groups);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-local_attention_backward_cuda(const at::Tensor& grad_out, const at::Tensor& q,
-                              const at::Tensor& key, const at::Tensor& value,
-                              const at::Tensor& offsets, const c10::optional<at::Tensor>& rpb,
-                              int64_t num_heads, int64_t groups);
+local_deformable_attention_backward_cuda(const at::Tensor& grad_out, const at::Tensor& q,
+                                         const at::Tensor& key, const at::Tensor& value,
+                                         const at::Tensor& offsets,
+                                         const c10::optional<at::Tensor>& rpb, int64_t num_heads,
+                                         int64_t groups);
 
 }  // namespace dlu_mm

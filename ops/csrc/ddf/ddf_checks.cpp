@@ -1,4 +1,5 @@
-// Device-independent argument checks of ddf.
+// The argument checks of ddf, run first by every backend's entry points (CPU, CUDA,
+// generic); they return the op's geometry (DdfShape).
 #include "ddf.h"
 
 namespace dlu_mm {

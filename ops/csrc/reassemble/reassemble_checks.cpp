@@ -1,4 +1,5 @@
-// Device-independent argument checks of reassemble / guided_reassemble.
+// The argument checks of reassemble / guided_reassemble, run first by every backend's entry
+// points (CPU, CUDA, generic); they return the op's geometry (ReassembleShape).
 #include "reassemble.h"
 
 namespace dlu_mm {
@@ -14,8 +15,9 @@ ReassembleShape check_reassemble(const at::Tensor& x, const at::Tensor& kernels,
   const int64_t kw = low_res_kernels ? W : W * scale_factor;
   TORCH_CHECK(kernels.size(0) == N && kernels.size(1) == groups * k * k &&
                   kernels.size(2) == kh && kernels.size(3) == kw,
-              kernels_name, " must have shape (N, groups*k*k, ", low_res_kernels ? "H, W" : "sH, sW",
-              ") = (", N, ", ", groups * k * k, ", ", kh, ", ", kw, "), got ", kernels.sizes());
+              kernels_name, " must have shape (N, groups*k*k, ",
+              low_res_kernels ? "H, W" : "sH, sW", ") = (", N, ", ", groups * k * k, ", ", kh,
+              ", ", kw, "), got ", kernels.sizes());
   return ReassembleShape(N, C, H, W, k, groups, scale_factor);
 }
 

@@ -1,4 +1,5 @@
-// Device-independent argument checks of subpixel_sample.
+// The argument checks of subpixel_sample, run first by every backend's entry points (CPU, CUDA,
+// generic); they return the op's geometry (SubpixelShape).
 #include "subpixel_sample.h"
 
 namespace dlu_mm {

@@ -1,14 +1,15 @@
-// Device-independent argument checks of local_deformable_attention.
+// The argument checks of local_deformable_attention, run first by every backend's entry points
+// (CPU, CUDA, generic); they return the op's geometry (LocalDeformableAttentionShape).
 #include <cmath>
 
-#include "local_attention.h"
+#include "local_deformable_attention.h"
 
 namespace dlu_mm {
 
-LdaShape check_local_attention(const at::Tensor& q, const at::Tensor& key,
-                               const at::Tensor& value, const at::Tensor& offsets,
-                               const c10::optional<at::Tensor>& rpb, int64_t num_heads,
-                               int64_t groups) {
+LocalDeformableAttentionShape check_local_deformable_attention(
+    const at::Tensor& q, const at::Tensor& key, const at::Tensor& value,
+    const at::Tensor& offsets, const c10::optional<at::Tensor>& rpb, int64_t num_heads,
+    int64_t groups) {
   check_input(q, "q");
   check_float_tensor(key, "key", 4, q);
   check_float_tensor(value, "value", 4, q);
@@ -40,9 +41,11 @@ LdaShape check_local_attention(const at::Tensor& q, const at::Tensor& key,
   }
   const double fy = sH > 1 ? static_cast<double>(H - 1) / static_cast<double>(sH - 1) : 0.0;
   const double fx = sW > 1 ? static_cast<double>(W - 1) / static_cast<double>(sW - 1) : 0.0;
-  return LdaShape{N, D, C, H, W, sH, sW, H * W, sH * sW, P, num_heads, groups,
-                  D / num_heads, C / num_heads, D / groups, C / groups,
-                  1.0 / std::sqrt(static_cast<double>(D / num_heads)), fy, fx};
+  return LocalDeformableAttentionShape{N, D, C, H, W, sH, sW, H * W, sH * sW, P, num_heads,
+                                       groups, D / num_heads, C / num_heads, D / groups,
+                                       C / groups,
+                                       1.0 / std::sqrt(static_cast<double>(D / num_heads)), fy,
+                                       fx};
 }
 
 }  // namespace dlu_mm

@@ -1,5 +1,5 @@
 // CPU local_deformable_attention: row-wise, channels-last kernels (the maths of
-// ops/include/local_attention.h, which the CUDA and generic backends instantiate).
+// ops/include/local_deformable_attention.h, which the CUDA and generic backends instantiate).
 //
 // The generic functors redo the bilinear set-up (position, floor, four corner weights) of every
 // point for every channel that samples it, gather one scalar per channel and corner, and the
@@ -10,15 +10,20 @@
 // dot (see RowKeys and backward_rows for the corner sums that make the key / value sides one dot
 // per corner). The key and value gradients (scatters into the low-res maps) run as a second
 // pass over (n, channel piece) tasks, each owning its channels, so every sum has a fixed order.
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "dlu_cpu.h"
-#include "local_attention.h"
+#include "local_deformable_attention.h"
 
 namespace dlu_mm {
 namespace {
+
+using Shape = LocalDeformableAttentionShape;
+template <typename scalar_t>
+using Data = LocalDeformableAttentionData<scalar_t>;
 
 // Output pixels per block: a block's point data (offsets and weights of every point of its
 // pixels) stays in L1 while the loops sweep all channels over it.
@@ -30,17 +35,17 @@ constexpr int64_t kPix = 16;
 template <typename scalar_t>
 struct RowPoints {
   using acc_t = at::opmath_type<scalar_t>;
-  const LdaShape& sh;
+  const Shape& sh;
   const bool derivatives;
   std::vector<int32_t> off;
   std::vector<acc_t> w, wy, wx;
-  RowPoints(const LdaShape& s, int64_t groups, bool with_derivatives)
+  RowPoints(const Shape& s, int64_t groups, bool with_derivatives)
       : sh(s), derivatives(with_derivatives), off(4 * groups * s.P * s.sW),
         w(4 * groups * s.P * s.sW), wy(with_derivatives ? w.size() : 0),
         wx(with_derivatives ? w.size() : 0) {}
 
   // The points of group g into slot `slot`.
-  void locate(const LdaData<scalar_t>& d, int64_t n, int64_t io, int64_t g, int64_t slot = -1) {
+  void locate(const Data<scalar_t>& d, int64_t n, int64_t io, int64_t g, int64_t slot = -1) {
     if (slot < 0) slot = g;
     for (int64_t m = 0; m < sh.P; ++m)
       for (int64_t jo = 0; jo < sh.sW; ++jo) {
@@ -127,17 +132,17 @@ struct PixelMajor {
 template <typename scalar_t>
 struct RowKeys {
   using acc_t = at::opmath_type<scalar_t>;
-  const LdaShape& sh;
+  const Shape& sh;
   std::vector<Segment> segs;
   std::vector<acc_t> T, B, qrow;  // T[((s*P + m)*sW + jo)*4 + k], B[(s*P + m)*sW + jo]
-  explicit RowKeys(const LdaShape& s)
+  explicit RowKeys(const Shape& s)
       : sh(s), segs(segments(s.D, s.Dh, s.Dg)), T(segs.size() * s.P * s.sW * 4),
         B(segs.size() * s.P * s.sW), qrow(s.sW * s.D) {}
 
   // qrow (pixel-major queries of row io), T, B, then the softmax attention
   // a[(h*P + m)*sW + jo].
-  void attention(const LdaData<scalar_t>& d, const scalar_t* key_t,
-                 const RowPoints<scalar_t>& pts, int64_t n, int64_t io, acc_t* a) {
+  void attention(const Data<scalar_t>& d, const scalar_t* key_t, const RowPoints<scalar_t>& pts,
+                 int64_t n, int64_t io, acc_t* a) {
     to_pixel_major(d.q + n * sh.D * sh.oHW + io * sh.sW, sh.oHW, sh.D, sh.sW, qrow.data(), sh.D);
     const scalar_t* kn = key_t + n * sh.HW * sh.D;
     for (size_t si = 0; si < segs.size(); ++si) {
@@ -188,9 +193,9 @@ struct RowKeys {
 // Forward, one (n, output row) per task: out[c] = sum_m sum_k (a_m w_mk) V[corner mk, c],
 // accumulated pixel-major for a block of pixels (axpys over channels), then stored NCHW.
 template <typename scalar_t>
-void forward_rows(const LdaData<scalar_t>& d, const PixelMajor& pm, scalar_t* out) {
+void forward_rows(const Data<scalar_t>& d, const PixelMajor& pm, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
-  const LdaShape& sh = d.sh;
+  const Shape& sh = d.sh;
   const std::vector<Segment> vsegs = segments(sh.C, sh.Ch, sh.Cg);
   const scalar_t* key_t = pm.key.data_ptr<scalar_t>();
   const scalar_t* value_t = pm.value.data_ptr<scalar_t>();
@@ -233,11 +238,11 @@ void forward_rows(const LdaData<scalar_t>& d, const PixelMajor& pm, scalar_t* ou
 // enter ga and the offsets' value term only through S[k] = sum_c grad_out_c V[corner k, c] per
 // (head, group) segment, point and pixel: one dot over the segment's channels per corner.
 template <typename scalar_t>
-void backward_rows(const LdaData<scalar_t>& d, const PixelMajor& pm, const scalar_t* grad_out,
+void backward_rows(const Data<scalar_t>& d, const PixelMajor& pm, const scalar_t* grad_out,
                    at::opmath_type<scalar_t>* attn, at::opmath_type<scalar_t>* grad_logit,
                    scalar_t* grad_q, scalar_t* grad_offsets, at::opmath_type<scalar_t>* rpb_part) {
   using acc_t = at::opmath_type<scalar_t>;
-  const LdaShape& sh = d.sh;
+  const Shape& sh = d.sh;
   const int64_t PW = sh.P * sh.sW;
   const std::vector<Segment> vsegs = segments(sh.C, sh.Ch, sh.Cg);
   const scalar_t* key_t = pm.key.data_ptr<scalar_t>();
@@ -362,11 +367,11 @@ void backward_rows(const LdaData<scalar_t>& d, const PixelMajor& pm, const scala
 // task, which owns those channels of the whole gradient map: it accumulates them pixel-major
 // (axpys over its channels at each corner) and stores them NCHW at the end.
 template <typename scalar_t>
-void scatter_planes(const LdaData<scalar_t>& d, const at::opmath_type<scalar_t>* weights,
+void scatter_planes(const Data<scalar_t>& d, const at::opmath_type<scalar_t>* weights,
                     const scalar_t* factor, int64_t channels, int64_t per_group,
                     int64_t per_head, scalar_t* grad) {
   using acc_t = at::opmath_type<scalar_t>;
-  const LdaShape& sh = d.sh;
+  const Shape& sh = d.sh;
   constexpr int64_t kChan = 64;
   const std::vector<Segment> pieces = segments(channels, per_head, per_group, kChan);
   const int64_t np = static_cast<int64_t>(pieces.size());
@@ -402,12 +407,12 @@ void scatter_planes(const LdaData<scalar_t>& d, const at::opmath_type<scalar_t>*
 }
 
 template <typename scalar_t>
-LdaData<scalar_t> make_data(const LdaShape& sh, const at::Tensor& q, const at::Tensor& key,
-                            const at::Tensor& value, const at::Tensor& offsets,
-                            const at::Tensor& rpb) {
-  return LdaData<scalar_t>{sh, q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
-                           value.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>(),
-                           rpb.defined() ? rpb.data_ptr<scalar_t>() : nullptr};
+Data<scalar_t> make_data(const Shape& sh, const at::Tensor& q, const at::Tensor& key,
+                         const at::Tensor& value, const at::Tensor& offsets,
+                         const at::Tensor& rpb) {
+  return Data<scalar_t>{sh, q.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
+                        value.data_ptr<scalar_t>(), offsets.data_ptr<scalar_t>(),
+                        rpb.defined() ? rpb.data_ptr<scalar_t>() : nullptr};
 }
 
 PixelMajor pixel_major(const at::Tensor& key, const at::Tensor& value) {
@@ -416,12 +421,13 @@ PixelMajor pixel_major(const at::Tensor& key, const at::Tensor& value) {
 
 }  // namespace
 
-at::Tensor local_attention_cpu(const at::Tensor& q_in, const at::Tensor& key_in,
-                               const at::Tensor& value_in, const at::Tensor& offsets_in,
-                               const c10::optional<at::Tensor>& rpb_in, int64_t num_heads,
-                               int64_t groups) {
-  const LdaShape sh =
-      check_local_attention(q_in, key_in, value_in, offsets_in, rpb_in, num_heads, groups);
+at::Tensor local_deformable_attention_cpu(const at::Tensor& q_in, const at::Tensor& key_in,
+                                          const at::Tensor& value_in,
+                                          const at::Tensor& offsets_in,
+                                          const c10::optional<at::Tensor>& rpb_in,
+                                          int64_t num_heads, int64_t groups) {
+  const Shape sh = check_local_deformable_attention(q_in, key_in, value_in, offsets_in, rpb_in,
+                                                    num_heads, groups);
   TORCH_CHECK(sh.HW < (int64_t(1) << 31), "local_deformable_attention: planes of H*W >= 2^31");
   const at::Tensor q = q_in.contiguous(), key = key_in.contiguous();
   const at::Tensor value = value_in.contiguous(), offsets = offsets_in.contiguous();
@@ -438,12 +444,13 @@ at::Tensor local_attention_cpu(const at::Tensor& q_in, const at::Tensor& key_in,
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-local_attention_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& q_in,
-                             const at::Tensor& key_in, const at::Tensor& value_in,
-                             const at::Tensor& offsets_in, const c10::optional<at::Tensor>& rpb_in,
-                             int64_t num_heads, int64_t groups) {
-  const LdaShape sh =
-      check_local_attention(q_in, key_in, value_in, offsets_in, rpb_in, num_heads, groups);
+local_deformable_attention_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& q_in,
+                                        const at::Tensor& key_in, const at::Tensor& value_in,
+                                        const at::Tensor& offsets_in,
+                                        const c10::optional<at::Tensor>& rpb_in,
+                                        int64_t num_heads, int64_t groups) {
+  const Shape sh = check_local_deformable_attention(q_in, key_in, value_in, offsets_in, rpb_in,
+                                                    num_heads, groups);
   check_grad_out(grad_out_in, q_in, sh.C, sh.sH, sh.sW);
   TORCH_CHECK(sh.HW < (int64_t(1) << 31), "local_deformable_attention: planes of H*W >= 2^31");
   const at::Tensor q = q_in.contiguous(), key = key_in.contiguous();
@@ -469,7 +476,7 @@ local_attention_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& q_
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, q.scalar_type(), "local_deformable_attention_backward", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const LdaData<scalar_t> d = make_data<scalar_t>(sh, q, key, value, offsets, rpb);
+        const Data<scalar_t> d = make_data<scalar_t>(sh, q, key, value, offsets, rpb);
         acc_t* a = attn.data_ptr<acc_t>();
         acc_t* gl = grad_logit.data_ptr<acc_t>();
         const scalar_t* go = grad_out.data_ptr<scalar_t>();
