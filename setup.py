@@ -136,7 +136,7 @@ def _extensions():
     with_cuda = bool(cu) and _want_cuda(cuda_home)
     os.environ.setdefault('TORCH_CUDA_ARCH_LIST', '8.0;9.0')
     # Named after the torch it is compiled against (its C++ ABI fits that one only): see
-    # dlu_mm/ops/_native.py, which loads the one for the running torch.
+    # dlu_mm/ops/native.py, which loads the one for the running torch.
     import torch
     name = 'dlu_mm._C_torch{}_{}'.format(*_check_torch(torch.__version__))
     # No -std flag: torch's BuildExtension adds the C++ standard its own headers need

@@ -12,7 +12,7 @@ from dlu_mm.upsamplers import build_upsampler
 
 C = 256
 
-# (cfg, scale_factor, exact params from the design spec, sections 1-5)
+# (cfg, scale_factor, exact params counted by hand from each paper's layer list)
 SPEC_PARAMS = [
     (dict(type='CARAFE'), 2, 74_148),
     (dict(type='CARAFE'), 16, 3_709_248),

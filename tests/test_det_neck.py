@@ -16,7 +16,8 @@ IN_CHANNELS = [8, 16, 24, 32]
 SIZES = [(33, 29), (17, 15), (9, 8), (5, 4)]
 # the R50 neck of the papers
 R50_CHANNELS = [256, 512, 1024, 2048]
-# per-upsampler params at C=256, s=2, from the design spec (independent of the module code)
+# per-upsampler params at C=256, s=2, counted by hand from each paper's layer list (independent
+# of the module code)
 SPEC_PARAMS = {
     'nearest': (dict(type='nearest'), 0),
     'carafe': (dict(type='CARAFE'), 74_148),

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from dlu_mm.ops import _native
+from dlu_mm.ops import native as compiled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HAS_CUDA_KERNELS = _native.LOAD_ERROR is None and torch.version.cuda is not None and \
+HAS_CUDA_KERNELS = compiled.LOAD_ERROR is None and torch.version.cuda is not None and \
     torch._C._dispatch_has_kernel_for_dispatch_key('dlu_mm::reassemble', 'CUDA')
 
 
@@ -20,7 +20,7 @@ def test_cuda_kernels_present_when_built_with_cuda():
     if os.environ.get('DLU_MM_EXPECT_CUDA') != '1':
         pytest.skip('no build log saying the CUDA kernels were compiled (tools/dev.sh sets it)')
     assert HAS_CUDA_KERNELS, f'setup.py compiled CUDA kernels but none is registered ' \
-                             f'(load error: {_native.LOAD_ERROR})'
+                             f'(load error: {compiled.LOAD_ERROR})'
 
 
 @pytest.mark.skipif(not HAS_CUDA_KERNELS, reason='dlu_mm was built without CUDA kernels')

@@ -1,10 +1,10 @@
-"""The CPU kernels' blocking (ops/csrc/ddf/ddf_cpu.cpp, local_attention_cpu.cpp,
+"""The CPU kernels' blocking (ops/csrc/ddf/ddf_cpu.cpp, local_deformable_attention_cpu.cpp,
 subpixel_sample_cpu.cpp) against the pure-PyTorch references, forward and backward, at sizes
 that cross every block boundary.
 
 The ddf CPU kernel works on output rows with contiguous column ranges per tap and on blocks of
-8 channels; the local-attention kernel on blocks of 16 output pixels, (head, group) channel
-segments, channel-last corner runs and scatter pieces of <= 64 channels; the subpixel_sample
+8 channels; the local_deformable_attention kernel on blocks of 16 output pixels, (head, group)
+channel segments, channel-last corner runs and scatter pieces of <= 64 channels; the subpixel_sample
 backward sweeps a whole group per task or, with fewer (n, group) pairs than about twice the
 threads, splits the group's channels into pieces in a second pass, with the same sums. The small
 cases of test_ops_native.py fit inside one block; these have remainders and segments of every

@@ -186,7 +186,7 @@ def test_compile_fullgraph():
 
 
 # ---------------------------------------------------------------------------------------------
-# CUDA: the same functors driven by the CUDA kernels, against the CPU kernels
+# CUDA (the templates of ops/include/) against the CPU row kernels
 # ---------------------------------------------------------------------------------------------
 @CUDA
 @pytest.mark.cuda

@@ -110,7 +110,7 @@ def test_fixed_2x_upsamplers_match_plain_resizes_on_even_sizes(fusion):
 
 
 def carafe_params(channels, compressed=64, encoder_kernel=3, up_kernel=5, groups=1, scale=2):
-    # design doc formula: C*Cm + Cm + Cm*ke^2*G*k^2*s^2 + G*k^2*s^2
+    # counted from CARAFE's layers: C*Cm + Cm + Cm*ke^2*G*k^2*s^2 + G*k^2*s^2
     out = groups * up_kernel ** 2 * scale ** 2
     return channels * compressed + compressed + compressed * encoder_kernel ** 2 * out + out
 

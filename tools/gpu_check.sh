@@ -99,14 +99,14 @@ if [ "$BUILD" -eq 1 ]; then
 fi
 $PY - <<'PYEOF' || fail "dlu_mm._C_torch<X>_<Y> has no CUDA kernels (build it with DLU_MM_WITH_CUDA=1)"
 import torch
-from dlu_mm.ops import _native
-assert _native.LOAD_ERROR is None, _native.LOAD_ERROR
-# the dispatcher's table, not _native.available: that one also needs a visible device's build
-missing = [op for op in _native.OPS
+from dlu_mm.ops import native as compiled
+assert compiled.LOAD_ERROR is None, compiled.LOAD_ERROR
+# the dispatcher's table, not compiled.available: that one also needs a visible device's build
+missing = [op for op in compiled.OPS
            if not all(torch._C._dispatch_has_kernel_for_dispatch_key(f'dlu_mm::{name}', 'CUDA')
                       for name in (op, f'{op}_backward'))]
 assert not missing, f'no CUDA kernel registered for {missing}'
-print('CUDA kernels registered:', ', '.join(_native.OPS))
+print('CUDA kernels registered:', ', '.join(compiled.OPS))
 PYEOF
 
 if [ "$CPU_ONLY" -eq 1 ]; then

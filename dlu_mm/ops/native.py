@@ -176,7 +176,7 @@ def subpixel_sample(x, positions, groups=1, scale_factor=2):
 def run_generic(op, device_type, args):
     """``op`` through the 'generic' backend: the CUDA path's templates, run on the CPU.
 
-    A verification backend (slow: one functor call per output element, no row paths); CPU
+    A verification backend (slow: one functor call per CUDA thread index, no row paths); CPU
     tensors only. Raises RuntimeError when it is not built or the tensors are elsewhere.
     """
     name = GENERIC_PREFIX + op

@@ -3,8 +3,9 @@
 Instead of CARAFE's k*k*s*s kernel values per low-res pixel, DLU predicts one softmax kernel per
 low-res pixel (a *kernel space*) plus, for each of the s*s children, a guidance offset at which
 its kernel is sampled bilinearly from that space; the sampled kernel reassembles the k x k window
-of the parent (:func:`dlu_mm.ops.guided_reassemble`, which never materialises the sampled kernels
-when compiled).
+of the parent (:func:`dlu_mm.ops.guided_reassemble`: its compiled forward samples the kernels
+inside the reassembly, never as one (N, G*k*k, sH, sW) tensor; the backward holds the gradient
+of that size, and on the CPU the sampled kernels too).
 """
 import torch.nn as nn
 import torch.nn.functional as F
