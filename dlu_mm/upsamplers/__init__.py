@@ -1,7 +1,7 @@
 """Learnable feature upsamplers (one module per operator) and their builder.
 
-Importing this package registers every upsampler in the root mmengine ``MODELS`` registry
-(needs torch + mmengine only, no mmcv).
+Needs torch only. Where mmengine is installed, importing this package also registers every
+upsampler in the root mmengine ``MODELS`` registry (no mmcv needed).
 """
 from .base import BaseUpsampler
 from .carafe import CARAFE

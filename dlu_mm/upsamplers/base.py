@@ -5,10 +5,47 @@ Guided upsamplers (``requires_guide = True``) need ``guide`` of shape
 (N, guide_channels, g*H, g*W), g = ``guide_scale_factor`` (s unless overridden, e.g. 1 for DDF-Up's
 joint mode), with x's device and dtype; the others ignore it. ``init_weights()`` restores the operator's own
 initialisation (necks run a global xavier pass first, then call it again).
+
+Torch alone is enough. Where mmengine is installed, ``BaseUpsampler`` derives from mmengine's
+``BaseModule`` (``init_cfg``, its ``init_weights`` traversal and init-info bookkeeping, exactly as
+in an OpenMMLab model); without it, from :class:`TorchBaseModule`, which offers the same
+constructor and ``init_weights()`` minus ``init_cfg`` (that needs mmengine's initialisers).
+State-dict keys are the same either way: neither base adds parameters or buffers.
 """
-from mmengine.model import BaseModule
+import importlib.util
+
+import torch.nn as nn
 
 from ..utils import check_4d, check_int, check_same_device_dtype, check_spatial_scale
+
+
+#: whether mmengine is installed: upsamplers then are mmengine BaseModules and registered in its
+#: root MODELS registry (a broken mmengine install raises on import instead of being hidden)
+MMENGINE_AVAILABLE = importlib.util.find_spec('mmengine') is not None
+
+
+class TorchBaseModule(nn.Module):
+    """The part of mmengine's ``BaseModule`` that upsamplers use, for environments without it.
+
+    ``init_cfg`` describes mmengine initialisers (``Pretrained``, ``Xavier``...): only ``None`` is
+    accepted here, so a config written for mmengine fails loudly instead of being ignored.
+    (``BaseUpsampler.init_weights`` reaches mmengine's traversal only for a non-empty
+    ``init_cfg``, so nothing else of ``BaseModule`` is needed.)
+    """
+
+    def __init__(self, init_cfg=None):
+        if init_cfg is not None:
+            raise ValueError(f'init_cfg={init_cfg!r} needs mmengine (its initialisers apply it), '
+                             'which is not installed; without mmengine only init_cfg=None is '
+                             'allowed (the operator\'s own init runs in the constructor)')
+        super().__init__()
+        self.init_cfg = None
+
+
+if MMENGINE_AVAILABLE:
+    from mmengine.model import BaseModule
+else:
+    BaseModule = TorchBaseModule
 
 
 class BaseUpsampler(BaseModule):

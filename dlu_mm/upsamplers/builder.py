@@ -1,7 +1,8 @@
 """Registry glue and ``build_upsampler``: one way for necks and heads to build any upsampler.
 
-Every learnable upsampler is registered in the ROOT mmengine ``MODELS`` registry under its class
-name, so ``type='DLU'`` resolves from the mmdet, mmseg and mmpretrain scopes alike. The fixed
+Where mmengine is installed, every learnable upsampler is registered in the ROOT mmengine
+``MODELS`` registry under its class name, so ``type='DLU'`` resolves from the mmdet, mmseg and
+mmpretrain scopes alike; ``build_upsampler`` itself needs torch only. The fixed
 baselines mmcv offers ('nearest', 'bilinear', 'deconv', 'pixel_shuffle') are re-implemented here
 with the common ``forward(x, guide=None)`` interface (no mmcv needed) and registered as
 ``NearestUpsample``, ``BilinearUpsample``, ``DeconvUpsample``, ``PixelShuffleUpsample``; mmcv's own
@@ -11,10 +12,9 @@ import inspect
 
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.registry import MODELS
 
 from ..utils import check_int, check_odd
-from .base import BaseUpsampler
+from .base import MMENGINE_AVAILABLE, BaseUpsampler
 from .carafe import CARAFE
 from .ddf_up import DDFUp
 from .dlu import DLU
@@ -116,8 +116,15 @@ def register_upsampler(cls, name=None):
     """Register ``cls`` in the root ``MODELS`` registry under ``name`` (default: class name).
 
     Idempotent for the same class (or a reloaded copy of it); any other clash is a KeyError,
-    so mmcv's or a user's module of the same name is never overwritten silently.
+    so mmcv's or a user's module of the same name is never overwritten silently. Needs mmengine
+    (``build_upsampler`` does not: it takes a class as ``type`` too).
     """
+    if not MMENGINE_AVAILABLE:
+        raise ModuleNotFoundError('register_upsampler registers in mmengine\'s MODELS registry, '
+                                  'and mmengine is not installed; build_upsampler accepts the '
+                                  'class itself as type without registration', name='mmengine')
+    from mmengine.registry import MODELS
+
     if not (isinstance(cls, type) and issubclass(cls, BaseUpsampler)):
         raise TypeError(f'register_upsampler expects a BaseUpsampler subclass, got {cls!r}')
     name = name or cls.__name__
@@ -132,8 +139,9 @@ def register_upsampler(cls, name=None):
 _LEARNABLE = (CARAFE, DLU, DDFUp, LDAAQU, DySample, FADE, SAPA)
 _BASELINES = {'nearest': NearestUpsample, 'bilinear': BilinearUpsample,
               'deconv': DeconvUpsample, 'pixel_shuffle': PixelShuffleUpsample}
-for _cls in _LEARNABLE + tuple(_BASELINES.values()):
-    register_upsampler(_cls)
+if MMENGINE_AVAILABLE:
+    for _cls in _LEARNABLE + tuple(_BASELINES.values()):
+        register_upsampler(_cls)
 
 _TYPES = {cls.__name__: cls for cls in _LEARNABLE + tuple(_BASELINES.values())}
 _TYPES.update(_BASELINES)
