@@ -37,7 +37,7 @@ def test_stack_versions():
     if not constraints:
         pytest.skip('not run through tools/dev.sh: no pinned stack to compare with')
     pins = dict(_pins(pathlib.Path(constraints)))
-    assert 'torch' in pins and 'mmengine' in pins, pins
+    assert 'torch' in pins, pins  # the yolo stack has no mmengine on purpose
     installed = {name: version(name).split('+')[0] for name in pins}
     assert installed == pins
     assert torch.__version__.split('+')[0] == pins['torch']

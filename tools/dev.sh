@@ -4,13 +4,18 @@
 #   bash tools/dev.sh demo    train + evaluate a DLU detector on a generated synthetic COCO set
 #   bash tools/dev.sh test    run the test suite (what .ci/run calls, once per stack)
 #   bash tools/dev.sh env     only create / update the environment
+#   bash tools/dev.sh yolo-demo   (DLU_MM_STACK=yolo) train + validate + export a YOLOv8n with DLU
+#                             on a generated synthetic YOLO set (tools/yolo_demo.py), offline
 #
 # Environment knobs (all optional):
-#   DLU_MM_STACK=main|oldest|newest   which tested stack (default main):
+#   DLU_MM_STACK=main|oldest|newest|yolo   which tested stack (default main):
 #                            main    constraints.txt         torch 2.13 + mmcv 2.1.0 + mmdet/mmseg/mmpretrain
 #                            oldest  constraints-oldest.txt  torch 2.1.2 + mmcv 2.1.0 + mmdet/mmseg/mmpretrain
 #                            newest  constraints-newest.txt  torch 2.14.1 + mmengine (ops/upsampler tests)
-#   DLU_MM_VENV=path         virtualenv to create or reuse (default: .venv, .venv-oldest, .venv-newest)
+#                            yolo    constraints-yolo.txt    torch 2.14.1 + ultralytics, no OpenMMLab
+#                                    (torch-only upsampler tests, ultralytics integration tests)
+#   DLU_MM_VENV=path         virtualenv to create or reuse (default: .venv, .venv-oldest,
+#                            .venv-newest, .venv-yolo)
 #   DLU_MM_KEEP_TORCH=1      keep the torch/torchvision already in DLU_MM_VENV (e.g. another CUDA
 #                            build); mmcv is then compiled against that torch
 #   DLU_MM_CACHE=path        where built wheels are cached (default: ~/.cache/dlu_mm)
@@ -25,9 +30,15 @@ case "$STACK" in
   main)   CONSTRAINTS="$ROOT/constraints.txt";        DEFAULT_VENV="$ROOT/.venv" ;;
   oldest) CONSTRAINTS="$ROOT/constraints-oldest.txt"; DEFAULT_VENV="$ROOT/.venv-oldest" ;;
   newest) CONSTRAINTS="$ROOT/constraints-newest.txt"; DEFAULT_VENV="$ROOT/.venv-newest" ;;
-  *) echo "DLU_MM_STACK must be main, oldest or newest, got '$STACK'" >&2; exit 2 ;;
+  yolo)   CONSTRAINTS="$ROOT/constraints-yolo.txt";   DEFAULT_VENV="$ROOT/.venv-yolo" ;;
+  *) echo "DLU_MM_STACK must be main, oldest, newest or yolo, got '$STACK'" >&2; exit 2 ;;
 esac
 VENV="${DLU_MM_VENV:-$DEFAULT_VENV}"
+if [ "$STACK" = yolo ]; then
+  # ultralytics offline: no connectivity probe, no hub/update check; its settings file in the venv
+  # instead of ~/.config (tests and the demo also pass plots=False: plots would fetch a font)
+  export YOLO_OFFLINE=1 YOLO_CONFIG_DIR="${YOLO_CONFIG_DIR:-$VENV/ultralytics-settings}"
+fi
 CACHE="${DLU_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dlu_mm}"
 PYTHON_BOOT="${PYTHON:-python3.11}"
 command -v "$PYTHON_BOOT" >/dev/null 2>&1 || PYTHON_BOOT=python3
@@ -36,6 +47,9 @@ command -v "$PYTHON_BOOT" >/dev/null 2>&1 || PYTHON_BOOT=python3
 NEWEST_TESTS=(tests/test_ops_*.py tests/test_upsamplers_*.py tests/test_architecture.py
               tests/test_checkpoint_resume.py tests/test_onnx_export.py tests/test_gpu_check.py
               tests/test_stack.py::test_dlu_mm_import_is_light tests/test_stack.py::test_stack_versions)
+# the stack without OpenMMLab runs what needs torch alone, and the ultralytics integration
+YOLO_TESTS=(tests/test_upsamplers_torch_only.py tests/test_integrations_ultralytics.py
+            tests/test_stack.py::test_dlu_mm_import_is_light tests/test_stack.py::test_stack_versions)
 
 log() { printf '[dev.sh %s %(%H:%M:%S)T] %s\n' "$STACK" -1 "$*" >&2; }
 pinned() { sed -n "s/^$1[=]*//p" "$CONSTRAINTS"; }  # the version constraints.txt pins, or nothing
@@ -50,11 +64,21 @@ RUNTIME_DEPS=(
   onnx onnxruntime ml_dtypes onnxscript onnx-ir protobuf
 )
 
+# The yolo stack's packages besides torch: ultralytics itself goes in with --no-deps (its metadata
+# asks for opencv-python, a second cv2 next to -headless, and for nvidia-ml-py, ultralytics-thop and
+# ultralytics-platform, which it only uses when present); these are what `import ultralytics`,
+# training (polars writes results.csv), validation, ONNX export (onnxslim: simplify=True) and the
+# synthetic data generator (pycocotools) need. Versions from constraints-yolo.txt.
+YOLO_DEPS=(
+  numpy opencv-python-headless matplotlib pillow pyyaml requests psutil polars pycocotools
+  pytest pytest-timeout onnx onnxruntime ml_dtypes onnxscript onnx-ir protobuf onnxslim
+)
+
 pip_() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
 
 stack_fingerprint() {
   # Everything that decides the third-party stack; a change re-runs the stack install.
-  { cat "$CONSTRAINTS"; printf '%s\n' "${RUNTIME_DEPS[@]}" "keep_torch=${DLU_MM_KEEP_TORCH:-0}"
+  { cat "$CONSTRAINTS"; printf '%s\n' "${RUNTIME_DEPS[@]}" "${YOLO_DEPS[@]}" "keep_torch=${DLU_MM_KEEP_TORCH:-0}"
     declare -f ensure_stack build_mmcv_wheel; } \
     | sha256sum | cut -c1-16
 }
@@ -91,7 +115,8 @@ build_mmcv_wheel() {
 }
 
 ensure_stack() {
-  local want have="" mm_packages=() imports="import mmengine"
+  local want have="" mm_packages=() imports="import mmengine" deps=("${RUNTIME_DEPS[@]}")
+  [ "$STACK" = yolo ] && deps=("${YOLO_DEPS[@]}")
   want=$(stack_fingerprint)
   [ -f "$VENV/.dlu_mm_stack" ] && have=$(cat "$VENV/.dlu_mm_stack")
   if [ "$want" = "$have" ]; then return; fi
@@ -102,17 +127,22 @@ ensure_stack() {
     "$VENV/bin/python" -c 'import torch, torchvision' \
       || { echo "DLU_MM_KEEP_TORCH=1 but $VENV has no working torch + torchvision" >&2; exit 2; }
     log "keeping $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
-    pip_ install -q -c <(grep -v -E '^(torch|torchvision)[=<>]' "$CONSTRAINTS") "${RUNTIME_DEPS[@]}"
+    pip_ install -q -c <(grep -v -E '^(torch|torchvision)[=<>]' "$CONSTRAINTS") "${deps[@]}"
   else
     # the torch pin lives in the constraints file ('===' for main: see constraints.txt)
-    pip_ install -q -c "$CONSTRAINTS" torch torchvision "${RUNTIME_DEPS[@]}"
+    pip_ install -q -c "$CONSTRAINTS" torch torchvision "${deps[@]}"
   fi
-  if [ -n "$(pinned mmcv)" ]; then
+  if [ "$STACK" = yolo ]; then
+    pip_ install -q --no-deps -c "$CONSTRAINTS" ultralytics
+    # no OpenMMLab here: what dlu_mm.upsamplers must do without it is what this stack tests
+    imports="import ultralytics, onnxruntime, onnxslim, pycocotools, polars
+import importlib.util as u; assert not any(u.find_spec(m) for m in ('mmengine', 'mmcv')), 'OpenMMLab in the yolo stack'"
+  elif [ -n "$(pinned mmcv)" ]; then
     build_mmcv_wheel
     mm_packages=(mmdet mmsegmentation mmpretrain)
     imports="import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models"
   fi
-  pip_ install -q --no-deps -c "$CONSTRAINTS" mmengine "${mm_packages[@]}"
+  [ "$STACK" = yolo ] || pip_ install -q --no-deps -c "$CONSTRAINTS" mmengine "${mm_packages[@]}"
   "$VENV/bin/python" -c "$imports" \
     || { echo "the installed stack does not import: see the messages above" >&2; exit 1; }
   echo "$want" > "$VENV/.dlu_mm_stack"
@@ -141,6 +171,7 @@ EOF
 run_tests() {
   local rc=0 paths=(tests)
   [ "$STACK" = newest ] && paths=("${NEWEST_TESTS[@]}")
+  [ "$STACK" = yolo ] && paths=("${YOLO_TESTS[@]}")
   log "pytest on torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)'): ${paths[*]}"
   # a hung test fails the run instead of eating the CI budget; the compiled ops must load
   # (tests/conftest.py stops the run otherwise) and the version pins are checked (test_stack.py)
@@ -161,5 +192,8 @@ case "$verb" in
   env)  ensure_stack; ensure_project ;;
   test) ensure_stack; ensure_project; run_tests ;;
   demo) ensure_stack; ensure_project; shift; "$VENV/bin/python" tools/demo.py "$@" ;;
-  *) echo "usage: bash tools/dev.sh {demo|test|env}" >&2; exit 2 ;;
+  yolo-demo)
+    [ "$STACK" = yolo ] || { echo "yolo-demo runs in the yolo stack: DLU_MM_STACK=yolo bash tools/dev.sh yolo-demo" >&2; exit 2; }
+    ensure_stack; ensure_project; shift; "$VENV/bin/python" tools/yolo_demo.py "$@" ;;
+  *) echo "usage: bash tools/dev.sh {demo|test|env|yolo-demo}" >&2; exit 2 ;;
 esac
