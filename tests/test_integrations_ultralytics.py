@@ -6,6 +6,7 @@ runs to PyTorch's outputs."""
 import glob
 import os
 import os.path as osp
+import socket
 import subprocess
 import sys
 import tempfile
@@ -156,13 +157,21 @@ def test_bad_rows_fail_with_their_reason(row, error, match):
 # ---------------------------------------------------------------------------------------------
 # training, reloading, export: one 1-epoch run shared by the tests below
 # ---------------------------------------------------------------------------------------------
+def _no_network(*args, **kwargs):
+    raise OSError('network access is disabled in this test')
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
+    """1 epoch of YOLOv8n-FADE (guided, guides of other channel counts) with the network cut off:
+    every name lookup and connection fails (ultralytics' font check tries one and goes on)."""
     work = tmp_path_factory.mktemp('yolo')
     data = synthetic_yolo.generate(str(work / 'data'), num_train=16, num_val=8)
     torch.manual_seed(0)
     model = YOLO(osp.join(ROOT, 'configs', 'yolo', 'yolov8n-fade.yaml'))
-    with warnings.catch_warnings(record=True) as caught:
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+        patch.setattr(socket, 'getaddrinfo', _no_network)
+        patch.setattr(socket.socket, 'connect', _no_network)
         warnings.simplefilter('always')
         metrics = model.train(data=data, project=str(work / 'runs'), name='train', **TRAIN_ARGS)
     best = work / 'runs' / 'train' / 'weights' / 'best.pt'
