@@ -117,3 +117,15 @@ def test_same_classes_and_keys_as_with_mmengine(torch_only_report, name):
     module.init_weights()
     convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(bool((m.weight == 0.5).all()) for m in convs)
+
+
+def test_dlu_mm_declares_no_dependencies():
+    """`pip install --no-build-isolation .` into a torch-only environment installs nothing else:
+    the project metadata lists no runtime dependency (torch is a build requirement)."""
+    import pathlib
+    tomllib = pytest.importorskip('tomllib')  # Python >= 3.11
+
+    pyproject = pathlib.Path(__file__).resolve().parents[1] / 'pyproject.toml'
+    project = tomllib.loads(pyproject.read_text())['project']
+    assert project.get('dependencies') == []
+    assert 'dependencies' not in project.get('dynamic', [])
