@@ -4,11 +4,11 @@
 #   bash tools/dev.sh demo    train + evaluate a DLU detector on a generated synthetic COCO set
 #   bash tools/dev.sh test    run the test suite (what .ci/run calls, once per stack)
 #   bash tools/dev.sh env     only create / update the environment
-#   bash tools/dev.sh yolo-demo   (DLU_MM_STACK=yolo) train + validate + export a YOLOv8n with DLU
-#                             on a generated synthetic YOLO set (tools/yolo_demo.py), offline
+#   bash tools/dev.sh yolo-demo   train + validate + export a YOLOv8n with DLU on a generated
+#                             synthetic YOLO set (tools/yolo_demo.py), offline, in the yolo stack
 #
 # Environment knobs (all optional):
-#   DLU_MM_STACK=main|oldest|newest|yolo   which tested stack (default main):
+#   DLU_MM_STACK=main|oldest|newest|yolo   which tested stack (default main; yolo for yolo-demo):
 #                            main    constraints.txt         torch 2.13 + mmcv 2.1.0 + mmdet/mmseg/mmpretrain
 #                            oldest  constraints-oldest.txt  torch 2.1.2 + mmcv 2.1.0 + mmdet/mmseg/mmpretrain
 #                            newest  constraints-newest.txt  torch 2.14.1 + mmengine (ops/upsampler tests)
@@ -25,7 +25,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-STACK="${DLU_MM_STACK:-main}"
+DEFAULT_STACK=main
+[ "${1:-}" = yolo-demo ] && DEFAULT_STACK=yolo  # the YOLO demo needs the stack with ultralytics
+STACK="${DLU_MM_STACK:-$DEFAULT_STACK}"
 case "$STACK" in
   main)   CONSTRAINTS="$ROOT/constraints.txt";        DEFAULT_VENV="$ROOT/.venv" ;;
   oldest) CONSTRAINTS="$ROOT/constraints-oldest.txt"; DEFAULT_VENV="$ROOT/.venv-oldest" ;;
@@ -193,7 +195,7 @@ case "$verb" in
   test) ensure_stack; ensure_project; run_tests ;;
   demo) ensure_stack; ensure_project; shift; "$VENV/bin/python" tools/demo.py "$@" ;;
   yolo-demo)
-    [ "$STACK" = yolo ] || { echo "yolo-demo runs in the yolo stack: DLU_MM_STACK=yolo bash tools/dev.sh yolo-demo" >&2; exit 2; }
+    [ "$STACK" = yolo ] || { echo "yolo-demo runs in the yolo stack (DLU_MM_STACK=yolo), got '$STACK'" >&2; exit 2; }
     ensure_stack; ensure_project; shift; "$VENV/bin/python" tools/yolo_demo.py "$@" ;;
   *) echo "usage: bash tools/dev.sh {demo|test|env|yolo-demo}" >&2; exit 2 ;;
 esac

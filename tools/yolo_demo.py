@@ -6,8 +6,8 @@
 Writes the synthetic YOLO set (dlu_mm.datasets.synthetic_yolo) unless it exists, trains with
 ``deterministic=True`` and ``plots=False``, validates ``best.pt`` (prints mAP50 and mAP50-95),
 exports it with ultralytics' own ONNX exporter and checks onnxruntime against PyTorch. Needs
-torch, dlu_mm and ultralytics (AGPL-3.0, imported at run time only); ``DLU_MM_STACK=yolo bash
-tools/dev.sh yolo-demo`` runs it in the project's yolo environment.
+torch, dlu_mm and ultralytics (AGPL-3.0, imported at run time only); ``bash tools/dev.sh
+yolo-demo`` runs it in the project's yolo environment.
 """
 import argparse
 import os
