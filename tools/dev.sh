@@ -40,6 +40,9 @@ if [ "$STACK" = yolo ]; then
   # ultralytics offline: no connectivity probe, no hub/update check; its settings file in the venv
   # instead of ~/.config (tests and the demo also pass plots=False: plots would fetch a font)
   export YOLO_OFFLINE=1 YOLO_CONFIG_DIR="${YOLO_CONFIG_DIR:-$VENV/ultralytics-settings}"
+  # CPU kernels unless asked for: the newest stack already compiles the CUDA kernels against the
+  # same torch 2.14.1, and this stack's tests run on CPU (DLU_MM_WITH_CUDA=1 builds them here too)
+  export DLU_MM_WITH_CUDA="${DLU_MM_WITH_CUDA:-0}"
 fi
 CACHE="${DLU_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dlu_mm}"
 PYTHON_BOOT="${PYTHON:-python3.11}"
