@@ -4,6 +4,7 @@ synthetic YOLO set, best.pt loads again in a new process (also under ultralytics
 weights_only loading), and ultralytics' ONNX export gives standard operators that onnxruntime
 runs to PyTorch's outputs."""
 import glob
+import importlib.util
 import os
 import os.path as osp
 import socket
@@ -15,10 +16,12 @@ import warnings
 import pytest
 import torch
 
+if importlib.util.find_spec('ultralytics') is None:
+    pytest.skip('ultralytics is not installed (the yolo stack has it: DLU_MM_STACK=yolo)',
+                allow_module_level=True)
 # before ultralytics is imported: no settings file in the home directory, no network probe
 os.environ.setdefault('YOLO_CONFIG_DIR', tempfile.mkdtemp(prefix='dlu_mm_yolo_settings_'))
 os.environ.setdefault('YOLO_OFFLINE', '1')
-pytest.importorskip('ultralytics')
 
 from ultralytics import YOLO  # noqa: E402
 from ultralytics.nn import tasks  # noqa: E402
