@@ -8,8 +8,9 @@ initialisation (necks run a global xavier pass first, then call it again).
 
 Torch alone is enough. Where mmengine is installed, ``BaseUpsampler`` derives from mmengine's
 ``BaseModule`` (``init_cfg``, its ``init_weights`` traversal and init-info bookkeeping, exactly as
-in an OpenMMLab model); without it, from :class:`TorchBaseModule`, which offers the same
-constructor and ``init_weights()`` minus ``init_cfg`` (that needs mmengine's initialisers).
+in an OpenMMLab model); without it, from :class:`TorchBaseModule`, an ``nn.Module`` that accepts
+only ``init_cfg=None`` (other values need mmengine's initialisers); ``init_weights()`` then runs
+the operator's own init alone.
 State-dict keys are the same either way: neither base adds parameters or buffers.
 """
 import importlib.util
