@@ -62,24 +62,32 @@ def build_model(cfg):
     return MODELS.build(copy.deepcopy(cfg.model))  # builders write into their cfg (pretrained)
 
 
-def _samples(scope, size, batch):
+def forward_backward(model, scope, size=SMALL_IMAGE, batch=2):
+    """Forward + backward on random images: mmdet models in ``mode='tensor'`` (the head
+    outputs, summed), mmseg models through ``loss`` with random labels (mmseg's Mask2Former head
+    has no tensor mode). SyncBN becomes BN (no process group here)."""
+    from mmengine.model import revert_sync_batchnorm
+    model = revert_sync_batchnorm(model)
+    model.train()
     h, w = size
     meta = dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
                 scale_factor=(1.0, 1.0))
+    inputs = torch.randn(batch, 3, h, w)
     if scope == 'mmseg':
+        from mmengine.structures import PixelData
         from mmseg.structures import SegDataSample
-        return [SegDataSample(metainfo=meta) for _ in range(batch)]
+        heads = model.decode_head
+        head = heads[-1] if isinstance(heads, torch.nn.ModuleList) else heads
+        samples = []
+        for _ in range(batch):
+            sample = SegDataSample(metainfo=meta)
+            sample.gt_sem_seg = PixelData(data=torch.randint(0, head.num_classes, (1, h, w)))
+            samples.append(sample)
+        losses = model.loss(inputs, samples)
+        sum(v.sum() for k, v in losses.items() if 'loss' in k and torch.is_tensor(v)).backward()
+        return
     from mmdet.structures import DetDataSample
-    return [DetDataSample(metainfo=meta) for _ in range(batch)]
-
-
-def forward_backward(model, scope, size=SMALL_IMAGE, batch=2):
-    """``model(images, samples, mode='tensor')`` on random images; backward of the output sum."""
-    from mmengine.model import revert_sync_batchnorm
-    model = revert_sync_batchnorm(model)  # SyncBN needs a process group
-    model.train()
-    inputs = torch.randn(batch, 3, *size)
-    out = model(inputs, _samples(scope, size, batch), mode='tensor')
+    out = model(inputs, [DetDataSample(metainfo=meta) for _ in range(batch)], mode='tensor')
     leaves = [t for t in torch.utils._pytree.tree_leaves(out)
               if torch.is_tensor(t) and t.requires_grad]
     if not leaves:
