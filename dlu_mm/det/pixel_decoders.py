@@ -131,9 +131,9 @@ class UpsampleMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
             reference_points=reference_points, level_start_index=level_start_index,
             valid_ratios=reference_points.new_ones((batch_size, self.num_encoder_levels, 2)))
         memory = memory.permute(0, 2, 1)  # (N, C, sum of h*w)
-        per_level = torch.split(memory, [int(h * w) for h, w in shapes], dim=-1)
-        return [x.reshape(batch_size, -1, int(h), int(w))
-                for x, (h, w) in zip(per_level, spatial_shapes)]
+        # sizes stay tensors (as in the stock decoder) so that a traced graph is dynamic
+        per_level = torch.split(memory, [hw[0] * hw[1] for hw in shapes], dim=-1)
+        return [x.reshape(batch_size, -1, hw[0], hw[1]) for x, hw in zip(per_level, shapes)]
 
     def forward(self, feats):
         if self.upsamplers is None:
