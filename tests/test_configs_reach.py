@@ -37,11 +37,16 @@ FAMILIES = {
 }
 CONFIGS = sorted(p for stem in FAMILIES
                  for p in glob.glob(osp.join(REPO, 'configs', stem + '_*.py')))
-# built and run: each baseline and two upsamplers on the smallest families
-RUN = [p for p in CONFIGS if p.endswith(('_nearest.py', '_bilinear.py'))] + [
-    osp.join(REPO, 'configs', 'rtmdet', 'rtmdet_tiny_300e_coco_dlu.py'),
-    osp.join(REPO, 'configs', 'segformer', 'segformer_mit-b1_512x512_160k_ade20k_sapa.py'),
-    osp.join(REPO, 'configs', 'sem_fpn', 'fpn_r50_512x512_160k_ade20k_fade.py')]
+# built and run (the per-upsampler configs inherit their baseline, so these cover every base):
+# the baselines of the families whose typed configs are not run, and one typed config of each
+# module kind (neck, heads, pixel decoder) with a plain, a guided and a point-sampling upsampler
+RUN = [osp.join(REPO, 'configs', path) for path in (
+    'rtmdet/rtmdet_tiny_300e_coco_dlu.py', 'yolox/yolox_s_300e_coco_nearest.py',
+    'segformer/segformer_mit-b1_512x512_160k_ade20k_sapa.py',
+    'sem_fpn/fpn_r50_512x512_160k_ade20k_fade.py',
+    'deeplabv3plus/deeplabv3plus_r50-d8_512x512_160k_ade20k_dysample.py',
+    'mask2former/mask2former_r50_160k_ade20k_bilinear.py',
+    'mask2former/mask2former_r50_lsj_50e_coco_panoptic_dlu.py')]
 
 
 def _family(path):

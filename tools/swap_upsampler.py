@@ -21,6 +21,7 @@ import copy
 import glob
 import os
 import os.path as osp
+import signal
 import sys
 import time
 import traceback
@@ -125,9 +126,29 @@ def stock_configs(package):
                   if f'{os.sep}_base_{os.sep}' not in p)
 
 
-def run_all_stock(packages, upsample_cfg, limit=None, stride=1, echo=print):
+class _TimeLimit:
+    """Raise TimeoutError in the block after ``seconds`` (POSIX; a no-op for 0)."""
+
+    def __init__(self, seconds):
+        self.seconds = int(seconds)
+
+    def _expire(self, *_):
+        raise TimeoutError(f'over {self.seconds} s')
+
+    def __enter__(self):
+        if self.seconds > 0:
+            signal.signal(signal.SIGALRM, self._expire)
+            signal.alarm(self.seconds)
+
+    def __exit__(self, *_):
+        if self.seconds > 0:
+            signal.alarm(0)
+
+
+def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, echo=print):
     """For every supported stock config: does the stock model build and run fwd+bwd, and the
-    swapped one? Returns ``(runs_stock, runs_swapped, failures)``."""
+    swapped one? A stock model over ``time_limit`` seconds counts as not running here.
+    Returns ``(runs_stock, runs_swapped, failures)``."""
     runs_stock, runs_swapped, failures = 0, 0, []
     paths = [p for package in packages for p in stock_configs(package)][::stride][:limit]
     for path in paths:
@@ -137,14 +158,17 @@ def run_all_stock(packages, upsample_cfg, limit=None, stride=1, echo=print):
         except Exception:  # noqa: BLE001  (unsupported or unloadable: not counted)
             continue
         try:
-            forward_backward(build_model(cfg), cfg.get('default_scope', 'mmdet'))
-        except Exception:  # noqa: BLE001  (the stock model itself does not run here)
+            with _TimeLimit(time_limit):
+                forward_backward(build_model(cfg), cfg.get('default_scope', 'mmdet'))
+        except Exception as error:  # noqa: BLE001  (the stock model itself does not run here)
+            echo(f'skip (stock: {type(error).__name__}) {path}')
             continue
         runs_stock += 1
         start = time.time()
         try:
             new_cfg = plan_swap(cfg, upsample_cfg)[0]
-            forward_backward(build_model(new_cfg), new_cfg.get('default_scope', 'mmdet'))
+            with _TimeLimit(3 * time_limit):  # a hang of the swapped model is a failure
+                forward_backward(build_model(new_cfg), new_cfg.get('default_scope', 'mmdet'))
             runs_swapped += 1
             echo(f'ok   {time.time() - start:5.1f}s {path}')
         except Exception as error:  # noqa: BLE001
@@ -177,6 +201,8 @@ def parse_args(argv=None):
     parser.add_argument('--limit', type=int, help='with --all-stock: at most this many configs')
     parser.add_argument('--stride', type=int, default=1,
                         help='with --all-stock: every n-th config (a sample)')
+    parser.add_argument('--time-limit', type=int, default=0,
+                        help='with --all-stock: seconds per stock model (0: none)')
     return parser.parse_args(argv)
 
 
@@ -192,7 +218,8 @@ def main(argv=None):
     upsample_cfg = dict(type=args.upsampler, **args.upsampler_args)
     if args.all_stock:
         runs_stock, runs_swapped, _ = run_all_stock(args.all_stock, upsample_cfg,
-                                                    limit=args.limit, stride=args.stride)
+                                                    limit=args.limit, stride=args.stride,
+                                                    time_limit=args.time_limit)
         return 0 if runs_swapped == runs_stock else 1
     if not args.config:
         raise SystemExit('give a CONFIG (a path or mmdet::... / mmseg::...)')
