@@ -85,6 +85,11 @@ class TensorForward(torch.nn.Module):
         self.data_samples = data_samples
 
     def forward(self, inputs):
+        head = getattr(self.model, 'decode_head', None)
+        if getattr(head, 'pixel_decoder', None) is not None:
+            # mmseg's MaskFormer / Mask2Former heads take the data samples, which mmseg's
+            # tensor mode does not pass on: backbone (+ neck) and the head's forward
+            return head(self.model.extract_feat(inputs), self.data_samples)
         return self.model(inputs, self.data_samples, mode='tensor')
 
 

@@ -160,7 +160,15 @@ def model_scene(image, config, checkpoint, layer, upsamplers, gain, seed=0, cfg_
     pixels = torch.from_numpy(np.round(image * 255).astype(np.uint8)).permute(2, 0, 1)
     with torch.no_grad():
         data = model.data_preprocessor(dict(inputs=[pixels]), False)
-        model(data['inputs'], None, mode='tensor') if cfg.get('default_scope') == 'mmseg' else \
+        head = getattr(model, 'decode_head', None) or getattr(model, 'panoptic_head', None)
+        decoder = getattr(head, 'pixel_decoder', None)
+        if decoder is not None:  # (Mask2)MaskFormer: the upsamplers sit in the pixel decoder
+            feats = model.extract_feat(data['inputs'])
+            takes_metas = 'batch_img_metas' in decoder.forward.__code__.co_varnames
+            decoder(feats, None) if takes_metas else decoder(feats)
+        elif cfg.get('default_scope') == 'mmseg':
+            model(data['inputs'], None, mode='tensor')
+        else:  # the necks (FPN, PAFPN, YOLOX, RTMDet) hold the upsamplers
             model.extract_feat(data['inputs'])
     for hook in hooks:
         hook.remove()

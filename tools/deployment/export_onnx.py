@@ -12,7 +12,12 @@ What is exported (mmdeploy's "tensor" mode: no pre-processing, no NMS, no post-p
     ``rpn_cls_<i>`` / ``rpn_bbox_<i>`` (two-stage) or ``cls_<i>`` / ``bbox_<i>`` (one-stage), and
     ``semantic`` (Panoptic FPN's semantic-head logits). RoI heads run on NMS-ed proposals through
     RoIAlign, which is not a standard ONNX operator; mmdeploy adds them with its own plugins.
-  * mmseg: the segmentor's logits ``seg_logits`` (N, num_classes, H/4, W/4) for UPerNet.
+  * mmseg: the segmentor's logits ``seg_logits`` (N, num_classes, H/4, W/4) (UPerNet,
+    SegFormer, Semantic FPN, DeepLabV3+).
+  * MaskFormer / Mask2Former (mmdet panoptic and mmseg): backbone + pixel decoder: ``mask_feature``
+    (N, C, H/4, W/4, where the decoder's upsampler works) and the decoder's multi-scale
+    features ``memory_<i>``; the transformer decoder's queries and the mask/class post-processing
+    are not exported.
 Every dlu_mm op is lowered to standard ONNX operators (the lowering beside each op in
 dlu_mm.ops; docs/deployment.md); the graph has no custom domain. ``--verify`` runs the graph in onnxruntime on a random image of the shape (with
 ``--dynamic`` also on one of batch + 1 and shape + (32, 64)) and prints, per output, the max abs
@@ -66,9 +71,15 @@ class TensorGraph(nn.Module):
         super().__init__()
         self.model = model
         self.is_segmentor = hasattr(model, 'decode_head')
+        head = getattr(model, 'decode_head', None) or getattr(model, 'panoptic_head', None)
+        self.pixel_decoder = getattr(head, 'pixel_decoder', None)
 
     def forward(self, image):
         model = self.model
+        if self.pixel_decoder is not None:
+            mask_feature, memory = self.pixel_decoder(*self._decoder_args(model.extract_feat(image)))
+            memory = list(memory) if isinstance(memory, (list, tuple)) else [memory]
+            return (mask_feature, *memory)
         if self.is_segmentor:
             return (model._forward(image), )
         feats = model.extract_feat(image)
@@ -89,11 +100,19 @@ class TensorGraph(nn.Module):
                 return prefix, head
         return '', None
 
-    def output_names(self):
+    def _decoder_args(self, feats):
+        # MaskFormer's PixelDecoder also takes (unused) image metas; Mask2Former's does not
+        return (feats, None) if 'batch_img_metas' in self.pixel_decoder.forward.__code__.co_varnames \
+            else (feats, )
+
+    def output_names(self, num_outputs=None):
         model = self.model
+        if self.pixel_decoder is not None:
+            return ['mask_feature'] + [f'memory_{i}' for i in range(num_outputs - 1)]
         if self.is_segmentor:
             return ['seg_logits']
-        levels = range(model.neck.num_outs)
+        # FPNs have num_outs; YOLOX's / RTMDet's PAFPN one output per input level
+        levels = range(getattr(model.neck, 'num_outs', None) or len(model.neck.in_channels))
         names = [f'neck_{i}' for i in levels]
         prefix, head = self.dense_head()
         if head is not None:
@@ -177,7 +196,10 @@ def build_model(config, checkpoint=None):
 
 def export(graph, image, out, opset=17, dynamic=False, exporter='torchscript'):
     """torch.onnx.export of ``graph`` on ``image``; returns the output names."""
-    names = graph.output_names()
+    num_outputs = None
+    if graph.pixel_decoder is not None:  # how many multi-scale features the decoder returns
+        num_outputs = len(graph(image))
+    names = graph.output_names(num_outputs)
     dynamo_ok = 'dynamo' in torch.onnx.export.__code__.co_varnames
     if exporter == 'dynamo':
         if not dynamo_ok:

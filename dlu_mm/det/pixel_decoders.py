@@ -1,0 +1,147 @@
+"""MaskFormer / Mask2Former pixel decoders whose FPN steps use dlu_mm upsamplers.
+
+MaskFormer's ``PixelDecoder`` (Cheng et al., NeurIPS 2021) is an FPN from 1/32 to 1/4 with nearest
+steps; Mask2Former's ``MSDeformAttnPixelDecoder`` (Cheng et al., CVPR 2022) runs a deformable
+transformer encoder over the 3 coarse levels and then the same FPN step (bilinear) to the
+remaining finer level(s). Each step is ``y = lateral(feat_i) + up(y)``; here ``up`` can be any
+dlu_mm upsampler, one per step (``upsamplers[i]`` brings the next coarser map to level i), built
+with ``feat_channels`` and ``scale_factor=2``. Guided upsamplers (FADE, SAPA) take the projected
+lateral ``lateral_convs[i](feats[i])`` as guide: it has ``feat_channels`` channels, so no
+projection is needed (the raw ``feats[i]`` would not: R50's 256/512 or Swin's 128/256 ...).
+
+Without ``type`` in ``upsample_cfg`` both classes are the stock decoders (same state_dict keys,
+``forward`` is the stock one). Both register in mmdet's MODELS: mmseg configs name them
+``'mmdet.UpsamplePixelDecoder'`` / ``'mmdet.UpsampleMSDeformAttnPixelDecoder'``.
+
+MaskFormerHead's check ``type(pixel_decoder) == PixelDecoder`` (it decides whether the
+transformer decoder's input gets a 1x1 projection) is met by ``UpsamplePixelDecoder`` through its
+metaclass, whose ``==`` counts ``UpsamplePixelDecoder`` as ``PixelDecoder``: the head then builds
+exactly the stock ``decoder_input_proj``, in mmdet's and mmseg's MaskFormerHead alike, with no
+head subclass and no config change beyond the decoder's type.
+"""
+import torch
+import torch.nn as nn
+from mmdet.models.layers import MSDeformAttnPixelDecoder, PixelDecoder
+from mmdet.registry import MODELS
+
+from ..upsample_cfg import check_fixed_interpolation, init_upsamplers, split_upsample_cfg
+from ..upsamplers import build_upsampler
+from ..upsamplers.steps import upsample_to
+from .pafpn import STEP_SCALE
+
+
+class _CountsAsPixelDecoder(type(PixelDecoder)):
+    """Metaclass: ``UpsamplePixelDecoder == PixelDecoder`` (for MaskFormerHead's type check)."""
+
+    def __eq__(cls, other):
+        if cls is other:
+            return True
+        # only the class itself, not a further subclass (as with the stock PixelDecoder)
+        return cls.__dict__.get('counts_as_pixel_decoder', False) and other is PixelDecoder
+
+    __hash__ = type.__hash__
+
+
+@MODELS.register_module()
+class UpsamplePixelDecoder(PixelDecoder, metaclass=_CountsAsPixelDecoder):
+    """mmdet ``PixelDecoder`` (MaskFormer) with a learnable upsampler in each FPN step.
+
+    Args (beyond ``PixelDecoder``'s):
+        upsample_cfg: ``None`` (stock: nearest to the finer level's size) or with ``type``: one
+            upsampler per step (``num_inputs - 1``), ``feat_channels`` channels, 2x; guided
+            ones get ``lateral_convs[i](feats[i])`` as guide.
+    """
+    counts_as_pixel_decoder = True
+
+    def __init__(self, in_channels, feat_channels, out_channels, upsample_cfg=None, **kwargs):
+        upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
+        check_fixed_interpolation(type(self).__name__, interp, upsample_cfg, 'nearest')
+        super().__init__(in_channels, feat_channels, out_channels, **kwargs)
+        self.upsamplers = None if upsampler_cfg is None else nn.ModuleList(
+            build_upsampler(upsampler_cfg, feat_channels, STEP_SCALE)
+            for _ in range(self.num_inputs - 1))
+
+    def init_weights(self):
+        super().init_weights()  # the stock init (2 of the 3 laterals, as there); no super() call
+        init_upsamplers(self.upsamplers)
+
+    def forward(self, feats, batch_img_metas):
+        if self.upsamplers is None:
+            return super().forward(feats, batch_img_metas)
+        y = self.last_feat_conv(feats[-1])  # (N, feat_channels, H/32, W/32)
+        for i in range(self.num_inputs - 2, -1, -1):
+            lateral = self.lateral_convs[i](feats[i])
+            y = self.output_convs[i](lateral + upsample_to(self.upsamplers[i], y, lateral))
+        return self.mask_feature(y), feats[-1]
+
+
+@MODELS.register_module()
+class UpsampleMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
+    """mmdet ``MSDeformAttnPixelDecoder`` (Mask2Former) with learnable upsamplers in its FPN.
+
+    Args (beyond ``MSDeformAttnPixelDecoder``'s):
+        upsample_cfg: ``None`` (stock: bilinear to the finer level's size) or with ``type``: one
+            upsampler per level below the encoder's (1 in the stock configs), ``feat_channels``
+            channels, 2x; guided ones get ``lateral_convs[i](feats[i])`` as guide.
+
+    The stock ``init_weights`` does not call ``super()`` and Mask2FormerHead calls it directly, so
+    the upsamplers' init is called here explicitly.
+    """
+
+    def __init__(self, in_channels=[256, 512, 1024, 2048], strides=[4, 8, 16, 32],
+                 feat_channels=256, upsample_cfg=None, **kwargs):
+        upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
+        check_fixed_interpolation(type(self).__name__, interp, upsample_cfg, 'bilinear')
+        super().__init__(in_channels=in_channels, strides=strides, feat_channels=feat_channels,
+                         **kwargs)
+        num_fpn_levels = self.num_input_levels - self.num_encoder_levels
+        self.upsamplers = None if upsampler_cfg is None else nn.ModuleList(
+            build_upsampler(upsampler_cfg, feat_channels, STEP_SCALE)
+            for _ in range(num_fpn_levels))
+
+    def init_weights(self):
+        super().init_weights()
+        init_upsamplers(self.upsamplers)
+
+    def _encode(self, feats):
+        """The encoder levels after the deformable transformer, coarsest first (stock steps)."""
+        batch_size = feats[0].shape[0]
+        queries, query_pos, masks, shapes, points = [], [], [], [], []
+        for i in range(self.num_encoder_levels):
+            level = self.num_input_levels - i - 1
+            feat = feats[level]
+            hw = torch._shape_as_tensor(feat)[2:].to(feat.device)
+            mask = feat.new_zeros((batch_size, ) + feat.shape[-2:], dtype=torch.bool)
+            pos = self.postional_encoding(mask) + self.level_encoding.weight[i].view(1, -1, 1, 1)
+            priors = self.point_generator.single_level_grid_priors(feat.shape[-2:], level,
+                                                                   device=feat.device)
+            points.append(priors / (hw.unsqueeze(0).flip(dims=[0, 1]) * self.strides[level]))
+            queries.append(self.input_convs[i](feat).flatten(2).permute(0, 2, 1))  # (N, hw, C)
+            query_pos.append(pos.flatten(2).permute(0, 2, 1))
+            masks.append(mask.flatten(1))
+            shapes.append(hw)
+        spatial_shapes = torch.cat(shapes).view(-1, 2)
+        level_start_index = torch.cat((spatial_shapes.new_zeros((1, )),
+                                       spatial_shapes.prod(1).cumsum(0)[:-1]))
+        reference_points = torch.cat(points, dim=0)[None, :, None].repeat(
+            batch_size, 1, self.num_encoder_levels, 1)
+        memory = self.encoder(
+            query=torch.cat(queries, dim=1), query_pos=torch.cat(query_pos, dim=1),
+            key_padding_mask=torch.cat(masks, dim=1), spatial_shapes=spatial_shapes,
+            reference_points=reference_points, level_start_index=level_start_index,
+            valid_ratios=reference_points.new_ones((batch_size, self.num_encoder_levels, 2)))
+        memory = memory.permute(0, 2, 1)  # (N, C, sum of h*w)
+        # sizes stay tensors (as in the stock decoder) so that a traced graph is dynamic
+        per_level = torch.split(memory, [hw[0] * hw[1] for hw in shapes], dim=-1)
+        return [x.reshape(batch_size, -1, hw[0], hw[1]) for x, hw in zip(per_level, shapes)]
+
+    def forward(self, feats):
+        if self.upsamplers is None:
+            return super().forward(feats)
+        outs = self._encode(feats)
+        for i in range(self.num_input_levels - self.num_encoder_levels - 1, -1, -1):
+            # lateral_convs[i] by level, as the stock decoder indexes them
+            lateral = self.lateral_convs[i](feats[i])
+            outs.append(self.output_convs[i](lateral + upsample_to(self.upsamplers[i], outs[-1],
+                                                                   lateral)))
+        return self.mask_feature(outs[-1]), outs[:self.num_outs]

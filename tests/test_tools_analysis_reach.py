@@ -1,0 +1,49 @@
+"""tools/analysis/get_flops.py counts, and tools/analysis/visualize_upsampler.py draws, the
+upsamplers inside the new necks, heads and pixel decoders."""
+import importlib.util
+import os
+import os.path as osp
+
+import pytest
+
+pytest.importorskip('mmdet.models', reason='needs mmdet (and mmcv with its ops)')
+pytest.importorskip('mmseg')
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _tool(name):
+    path = osp.join(REPO, 'tools', 'analysis', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'analysis_tool_reach_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# (config, number of upsamplers, a module-name fragment of one of them)
+CASES = [('rtmdet/rtmdet_tiny_300e_coco_dlu.py', 2, 'neck.upsamplers.1'),
+         ('segformer/segformer_mit-b1_512x512_160k_ade20k_sapa.py', 6, 'decode_head.upsamplers.2.2'),
+         ('mask2former/mask2former_r50_160k_ade20k_dlu.py', 1, 'pixel_decoder.upsamplers.0')]
+
+
+@pytest.mark.parametrize('config, count, name', CASES, ids=[c[0].split('/')[0] for c in CASES])
+def test_get_flops_counts_the_upsamplers(config, count, name):
+    result = _tool('get_flops').analyse(osp.join(REPO, 'configs', config), shape=(64, 64),
+                                        convention='spec')
+    assert len(result['upsamplers']) == count
+    assert any(name in upsampler for upsampler in result['upsamplers'])
+    assert 0 < result['upsampler_params'] < result['params']
+    assert 0 < result['spec']['upsampler_flops'] < result['spec']['flops']
+
+
+@pytest.mark.parametrize('config, layer', [
+    ('rtmdet/rtmdet_tiny_300e_coco_fade.py', 'neck.upsamplers.0'),
+    ('mask2former/mask2former_r50_lsj_50e_coco_panoptic_dlu.py',
+     'panoptic_head.pixel_decoder.upsamplers.0')])
+def test_visualizer_draws_an_upsampler_inside(config, layer, tmp_path):
+    tool = _tool('visualize_upsampler')
+    paths, scene, _ = tool.main(['--config', osp.join(REPO, 'configs', config), '--layer', layer,
+                                 '--size', '96', '--dpi', '40', '--upsamplers', 'nearest', 'DLU',
+                                 '--out-dir', str(tmp_path)])
+    assert any('(model)' in label for label in scene.modules)
+    assert all(os.path.getsize(path) > 1000 for path in paths.values())

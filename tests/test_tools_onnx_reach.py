@@ -1,0 +1,41 @@
+"""tools/deployment/export_onnx.py --verify on one config of each new family: RTMDet's and
+YOLOX's necks, SegFormer's, Semantic FPN's and DeepLabV3+'s heads, Mask2Former's pixel decoder
+(exported as backbone + pixel decoder: mask_feature and memory_<i>)."""
+import importlib.util
+import os.path as osp
+
+import pytest
+
+pytest.importorskip('onnx', reason='needs onnx (pinned in constraints*.txt)')
+pytest.importorskip('onnxruntime', reason='needs onnxruntime (pinned in constraints*.txt)')
+pytest.importorskip('mmdet.models', reason='needs mmdet (and mmcv with its ops)')
+pytest.importorskip('mmseg')
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location(
+        'export_onnx_reach', osp.join(REPO, 'tools', 'deployment', 'export_onnx.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# (config, dynamic): MiT (SegFormer's backbone) does not trace to a dynamic graph
+CASES = [('rtmdet/rtmdet_tiny_300e_coco_dlu.py', True),
+         ('segformer/segformer_mit-b1_512x512_160k_ade20k_sapa.py', False),
+         ('deeplabv3plus/deeplabv3plus_r50-d8_512x512_160k_ade20k_fade.py', True),
+         ('mask2former/mask2former_r50_lsj_50e_coco_panoptic_dlu.py', True)]
+
+
+@pytest.mark.parametrize('config, dynamic', CASES, ids=[c[0].split('/')[0] for c in CASES])
+def test_export_and_verify(config, dynamic, tmp_path, capsys):
+    tool = _tool()
+    out = str(tmp_path / 'model.onnx')
+    args = [osp.join(REPO, 'configs', config), '--shape', '64', '96', '--out', out, '--verify']
+    assert tool.main(args + (['--dynamic'] if dynamic else [])) == 0
+    printed = capsys.readouterr().out
+    assert 'verify: ok' in printed
+    if config.startswith('mask2former'):
+        assert 'mask_feature' in printed and 'memory_2' in printed
