@@ -44,7 +44,8 @@ def _plain(cls, **kwargs):
 
 
 def _assert_same(expected, got, exact=True):
-    expected, got = torch.utils._pytree.tree_leaves(expected), torch.utils._pytree.tree_leaves(got)
+    expected = torch.utils._pytree.tree_flatten(expected)[0]
+    got = torch.utils._pytree.tree_flatten(got)[0]
     assert len(expected) == len(got)
     for e, g in zip(expected, got):
         if exact:

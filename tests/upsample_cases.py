@@ -78,7 +78,7 @@ def tensor_forward_backward(model, scope, size=(128, 128), batch=2):
         return losses
     from mmdet.structures import DetDataSample
     out = model(inputs, [DetDataSample(metainfo=meta) for _ in range(batch)], mode='tensor')
-    leaves = [t for t in torch.utils._pytree.tree_leaves(out)
+    leaves = [t for t in torch.utils._pytree.tree_flatten(out)[0]
               if torch.is_tensor(t) and t.requires_grad]
     assert leaves, 'the model returned no tensor that requires grad'
     sum(t.float().sum() for t in leaves).backward()

@@ -89,7 +89,7 @@ def forward_backward(model, scope, size=SMALL_IMAGE, batch=2):
         return
     from mmdet.structures import DetDataSample
     out = model(inputs, [DetDataSample(metainfo=meta) for _ in range(batch)], mode='tensor')
-    leaves = [t for t in torch.utils._pytree.tree_leaves(out)
+    leaves = [t for t in torch.utils._pytree.tree_flatten(out)[0]
               if torch.is_tensor(t) and t.requires_grad]
     if not leaves:
         raise RuntimeError('the model returned no tensor that requires grad')

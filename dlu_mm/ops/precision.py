@@ -13,8 +13,11 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def compute_dtype(dtype):
-    """The dtype ``dtype`` is computed in: fp32 for fp16 / bf16 (and fp32), fp64 for fp64."""
-    return torch.promote_types(dtype, torch.float32)
+    """The dtype ``dtype`` is computed in: fp32 for fp16 / bf16 (and fp32), fp64 for fp64.
+
+    (Written as a comparison: torch 2.1's torch.compile cannot trace torch.promote_types.)
+    """
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def upcast(*tensors):

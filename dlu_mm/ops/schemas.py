@@ -76,6 +76,8 @@ def fake_backward(op):
 
     def fake(grad_out, *inputs):
         # an absent optional input (LDA's rpb) gets an empty gradient, as the kernels return
-        return tuple(torch.empty_like(t) if t is not None else grad_out.new_empty((0,))
+        # contiguous, as the kernels return them (empty_like would keep a channels-last layout
+        # that inductor then asserts on)
+        return tuple(t.new_empty(t.shape) if t is not None else grad_out.new_empty((0,))
                      for t in inputs[:n_tensors])
     return fake
