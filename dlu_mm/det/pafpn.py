@@ -22,10 +22,11 @@ import torch.nn as nn
 from mmdet.models.necks import PAFPN, CSPNeXtPAFPN, YOLOXPAFPN
 from mmdet.registry import MODELS
 
-from ..upsample_cfg import check_fixed_interpolation, init_upsamplers, split_upsample_cfg
+from ..upsample_cfg import (InitStepUpsamplers, append_fpn_extra_levels, build_step_upsamplers,
+                           check_fixed_interpolation, init_upsamplers, split_upsample_cfg,
+                           top_down_sum)
 from ..upsamplers import build_upsampler
 from ..upsamplers.steps import upsample_to
-from .upsample_fpn import UpsampleFPN
 
 STEP_SCALE = 2
 
@@ -104,7 +105,7 @@ class UpsampleCSPNeXtPAFPN(_CSPPAFPNUpsamplers, CSPNeXtPAFPN):
 
 
 @MODELS.register_module()
-class UpsamplePAFPN(PAFPN):
+class UpsamplePAFPN(InitStepUpsamplers, PAFPN):
     """mmdet ``PAFPN`` with a learnable upsampler in each top-down step.
 
     Args (beyond ``PAFPN``'s):
@@ -119,15 +120,8 @@ class UpsamplePAFPN(PAFPN):
         upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
         check_fixed_interpolation(type(self).__name__, interp, upsample_cfg, 'nearest')
         super().__init__(in_channels, out_channels, num_outs, **kwargs)
-        self.upsamplers = None if upsampler_cfg is None else nn.ModuleList(
-            build_upsampler(upsampler_cfg, out_channels, STEP_SCALE)
-            for _ in range(len(self.lateral_convs) - 1))
-
-    def init_weights(self):
-        first_time = not self._is_init
-        super().init_weights()  # Xavier over every Conv2d, the upsamplers' included
-        if first_time:
-            init_upsamplers(self.upsamplers)
+        self.upsamplers = build_step_upsamplers(upsampler_cfg, out_channels,
+                                                len(self.lateral_convs) - 1, STEP_SCALE)
 
     def forward(self, inputs):
         if self.upsamplers is None:
@@ -138,14 +132,12 @@ class UpsamplePAFPN(PAFPN):
         laterals = [conv(inputs[i + self.start_level])
                     for i, conv in enumerate(self.lateral_convs)]
         num_levels = len(laterals)
-        for i in range(num_levels - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + upsample_to(self.upsamplers[i - 1], laterals[i],
-                                                            laterals[i - 1])
+        top_down_sum(self.upsamplers, laterals)
         inter_outs = [self.fpn_convs[i](laterals[i]) for i in range(num_levels)]
         for i in range(num_levels - 1):  # PANet's bottom-up path
             inter_outs[i + 1] = inter_outs[i + 1] + self.downsample_convs[i](inter_outs[i])
         outs = [inter_outs[0]] + [self.pafpn_convs[i - 1](inter_outs[i])
                                   for i in range(1, num_levels)]
         # the levels beyond the backbone's are FPN's (max-pool or add_extra_convs)
-        UpsampleFPN._append_extra_levels(self, inputs, laterals, outs)
+        append_fpn_extra_levels(self, inputs, laterals, outs)
         return tuple(outs)

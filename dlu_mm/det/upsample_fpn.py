@@ -19,6 +19,7 @@ from mmcv.cnn import ConvModule
 from mmdet.models.necks import FPN
 from mmdet.registry import MODELS
 
+from ..upsample_cfg import append_fpn_extra_levels
 from ..upsamplers import build_upsampler, is_guided
 from ..upsamplers.steps import crop_or_resize, upsample_to
 
@@ -121,21 +122,5 @@ class UpsampleFPN(FPN):
                                                                     laterals[i - 1])
         outs = [self.fpn_convs[i](lateral) for i, lateral in enumerate(laterals)]
         if not self.carafe_style:
-            self._append_extra_levels(inputs, laterals, outs)
+            append_fpn_extra_levels(self, inputs, laterals, outs)
         return tuple(outs)
-
-    def _append_extra_levels(self, inputs, laterals, outs):
-        """FPN's levels beyond the backbone's: max-pool, or mmdet's ``add_extra_convs`` convs."""
-        num_levels = len(laterals)
-        if self.num_outs <= num_levels:
-            return
-        if not self.add_extra_convs:
-            for _ in range(self.num_outs - num_levels):
-                outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-            return
-        source = {'on_input': inputs[self.backbone_end_level - 1], 'on_lateral': laterals[-1],
-                  'on_output': outs[-1]}[self.add_extra_convs]
-        outs.append(self.fpn_convs[num_levels](source))
-        for i in range(num_levels + 1, self.num_outs):
-            previous = F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]
-            outs.append(self.fpn_convs[i](previous))

@@ -7,20 +7,17 @@ models upsample in the neck and in the head. ``UpsampleFPN`` here is that neck p
 guided ones (FADE, SAPA) guided by the finer lateral (``out_channels`` too), each output cropped
 or resized to the finer lateral's size. Without ``type`` it is exactly mmseg's ``FPN``.
 """
-import torch.nn as nn
-import torch.nn.functional as F
 from mmseg.models.necks import FPN
 from mmseg.registry import MODELS
 
-from ..upsample_cfg import init_upsamplers, split_upsample_cfg
-from ..upsamplers import build_upsampler
-from ..upsamplers.steps import upsample_to
+from ..upsample_cfg import (InitStepUpsamplers, append_fpn_extra_levels, build_step_upsamplers,
+                           split_upsample_cfg, top_down_sum)
 
 STEP_SCALE = 2
 
 
 @MODELS.register_module()
-class UpsampleFPN(FPN):
+class UpsampleFPN(InitStepUpsamplers, FPN):
     """mmseg ``FPN`` (registered in mmseg's MODELS as ``UpsampleFPN``) with learnable upsamplers.
 
     Args (beyond mmseg ``FPN``'s):
@@ -34,15 +31,8 @@ class UpsampleFPN(FPN):
         super().__init__(in_channels, out_channels, num_outs,
                          upsample_cfg=dict(mode='nearest') if interp is None else interp,
                          **kwargs)
-        self.upsamplers = None if upsampler_cfg is None else nn.ModuleList(
-            build_upsampler(upsampler_cfg, out_channels, STEP_SCALE)
-            for _ in range(len(self.lateral_convs) - 1))
-
-    def init_weights(self):
-        first_time = not self._is_init
-        super().init_weights()  # Xavier over every Conv2d, the upsamplers' included
-        if first_time:
-            init_upsamplers(self.upsamplers)
+        self.upsamplers = build_step_upsamplers(upsampler_cfg, out_channels,
+                                                len(self.lateral_convs) - 1, STEP_SCALE)
 
     def forward(self, inputs):
         if self.upsamplers is None:
@@ -52,18 +42,6 @@ class UpsampleFPN(FPN):
                              f'(in_channels={self.in_channels}), got {len(inputs)}')
         laterals = [conv(inputs[i + self.start_level])
                     for i, conv in enumerate(self.lateral_convs)]
-        num_levels = len(laterals)
-        for i in range(num_levels - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + upsample_to(self.upsamplers[i - 1], laterals[i],
-                                                            laterals[i - 1])
-        outs = [self.fpn_convs[i](laterals[i]) for i in range(num_levels)]
-        if self.num_outs > num_levels and not self.add_extra_convs:
-            outs += [F.max_pool2d(outs[-1], 1, stride=2) for _ in range(self.num_outs - num_levels)]
-        elif self.num_outs > num_levels:
-            source = {'on_input': inputs[self.backbone_end_level - 1], 'on_lateral': laterals[-1],
-                      'on_output': outs[-1]}[self.add_extra_convs]
-            outs.append(self.fpn_convs[num_levels](source))
-            for i in range(num_levels + 1, self.num_outs):
-                previous = F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]
-                outs.append(self.fpn_convs[i](previous))
-        return tuple(outs)
+        top_down_sum(self.upsamplers, laterals)
+        outs = [self.fpn_convs[i](lateral) for i, lateral in enumerate(laterals)]
+        return tuple(append_fpn_extra_levels(self, inputs, laterals, outs))
