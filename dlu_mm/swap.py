@@ -11,6 +11,8 @@ models (``count_parameters``, ``tools/swap_upsampler.py``), so ``import dlu_mm``
 """
 import copy
 
+import torch
+
 #: (registry scope, stock type) -> (dlu_mm type, where, the package that registers it)
 SWAPS = {
     ('mmdet', 'FPN'): ('UpsampleFPN', 'neck', 'dlu_mm.det'),
@@ -157,3 +159,38 @@ def plan_swap(cfg, upsample_cfg, where=None):
     imports.setdefault('allow_failed_imports', False)
     new_cfg.custom_imports = imports
     return new_cfg, changes
+
+
+def forward_backward(model, scope, size=(64, 64), batch=2):
+    """Forward + backward on random images: mmdet models in ``mode='tensor'`` (the head
+    outputs, summed), mmseg models through ``loss`` with random labels (mmseg's Mask2Former head
+    has no tensor mode). SyncBN becomes BN (no process group here). Returns the mmseg losses or
+    the mmdet head outputs; RuntimeError when nothing in them requires grad."""
+    from mmengine.model import revert_sync_batchnorm
+    model = revert_sync_batchnorm(model)
+    model.train()
+    h, w = size
+    meta = dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
+                scale_factor=(1.0, 1.0))
+    inputs = torch.randn(batch, 3, h, w)
+    if scope == 'mmseg':
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        heads = model.decode_head
+        head = heads[-1] if isinstance(heads, torch.nn.ModuleList) else heads
+        samples = []
+        for _ in range(batch):
+            sample = SegDataSample(metainfo=meta)
+            sample.gt_sem_seg = PixelData(data=torch.randint(0, head.num_classes, (1, h, w)))
+            samples.append(sample)
+        losses = model.loss(inputs, samples)
+        sum(v.sum() for k, v in losses.items() if 'loss' in k and torch.is_tensor(v)).backward()
+        return losses
+    from mmdet.structures import DetDataSample
+    out = model(inputs, [DetDataSample(metainfo=meta) for _ in range(batch)], mode='tensor')
+    leaves = [t for t in torch.utils._pytree.tree_flatten(out)[0]
+              if torch.is_tensor(t) and t.requires_grad]
+    if not leaves:
+        raise RuntimeError('the model returned no tensor that requires grad')
+    sum(t.float().sum() for t in leaves).backward()
+    return out

@@ -54,32 +54,10 @@ def revert_sync_bn_cfg(node):
 
 
 def tensor_forward_backward(model, scope, size=(128, 128), batch=2):
-    """Forward + backward of a whole model on random images: mmdet models in ``mode='tensor'``
-    (head outputs), mmseg models through ``loss`` with random labels (mmseg's Mask2Former head
-    has no tensor mode)."""
-    h, w = size
-    meta = dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
-                scale_factor=(1.0, 1.0))
-    model.train()
-    inputs = torch.randn(batch, 3, h, w)
-    if scope == 'mmseg':
-        from mmengine.structures import PixelData
-        from mmseg.structures import SegDataSample
-        head = model.decode_head[-1] if isinstance(model.decode_head, torch.nn.ModuleList) \
-            else model.decode_head
-        samples = []
-        for _ in range(batch):
-            sample = SegDataSample(metainfo=meta)
-            sample.gt_sem_seg = PixelData(data=torch.randint(0, head.num_classes, (1, h, w)))
-            samples.append(sample)
-        losses = model.loss(inputs, samples)
-        total = sum(v.sum() for k, v in losses.items() if 'loss' in k and torch.is_tensor(v))
-        total.backward()
-        return losses
-    from mmdet.structures import DetDataSample
-    out = model(inputs, [DetDataSample(metainfo=meta) for _ in range(batch)], mode='tensor')
-    leaves = [t for t in torch.utils._pytree.tree_flatten(out)[0]
-              if torch.is_tensor(t) and t.requires_grad]
-    assert leaves, 'the model returned no tensor that requires grad'
-    sum(t.float().sum() for t in leaves).backward()
-    return out
+    """One training step's forward + backward on random images (dlu_mm.swap.forward_backward),
+    asserting that something required grad."""
+    from dlu_mm.swap import forward_backward
+    try:
+        return forward_backward(model, scope, size, batch)
+    except RuntimeError as error:
+        raise AssertionError(str(error)) from error

@@ -30,10 +30,10 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from dlu_mm.swap import find_upsampling_modules, plan_swap, supported_types  # noqa: E402
+from dlu_mm.swap import (find_upsampling_modules, forward_backward, plan_swap,  # noqa: E402
+                         supported_types)
 
 SMALL_IMAGE = (128, 128)
 
@@ -63,39 +63,6 @@ def build_model(cfg):
     return MODELS.build(copy.deepcopy(cfg.model))  # builders write into their cfg (pretrained)
 
 
-def forward_backward(model, scope, size=SMALL_IMAGE, batch=2):
-    """Forward + backward on random images: mmdet models in ``mode='tensor'`` (the head
-    outputs, summed), mmseg models through ``loss`` with random labels (mmseg's Mask2Former head
-    has no tensor mode). SyncBN becomes BN (no process group here)."""
-    from mmengine.model import revert_sync_batchnorm
-    model = revert_sync_batchnorm(model)
-    model.train()
-    h, w = size
-    meta = dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
-                scale_factor=(1.0, 1.0))
-    inputs = torch.randn(batch, 3, h, w)
-    if scope == 'mmseg':
-        from mmengine.structures import PixelData
-        from mmseg.structures import SegDataSample
-        heads = model.decode_head
-        head = heads[-1] if isinstance(heads, torch.nn.ModuleList) else heads
-        samples = []
-        for _ in range(batch):
-            sample = SegDataSample(metainfo=meta)
-            sample.gt_sem_seg = PixelData(data=torch.randint(0, head.num_classes, (1, h, w)))
-            samples.append(sample)
-        losses = model.loss(inputs, samples)
-        sum(v.sum() for k, v in losses.items() if 'loss' in k and torch.is_tensor(v)).backward()
-        return
-    from mmdet.structures import DetDataSample
-    out = model(inputs, [DetDataSample(metainfo=meta) for _ in range(batch)], mode='tensor')
-    leaves = [t for t in torch.utils._pytree.tree_flatten(out)[0]
-              if torch.is_tensor(t) and t.requires_grad]
-    if not leaves:
-        raise RuntimeError('the model returned no tensor that requires grad')
-    sum(t.float().sum() for t in leaves).backward()
-
-
 def num_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -110,7 +77,7 @@ def swap_and_report(cfg, upsample_cfg, where=None, check=False, out=None, echo=p
         echo(f'{path}: {old} -> {new} with upsample_cfg={dict(upsample_cfg)}')
     echo(f'parameters: {before:,} -> {after:,} (+{after - before:,})')
     if check:
-        forward_backward(model, new_cfg.get('default_scope', 'mmdet'))
+        forward_backward(model, new_cfg.get('default_scope', 'mmdet'), SMALL_IMAGE)
         echo('forward + backward on a small image: ok')
     if out:
         os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
@@ -159,7 +126,7 @@ def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, ec
             continue
         try:
             with _TimeLimit(time_limit):
-                forward_backward(build_model(cfg), cfg.get('default_scope', 'mmdet'))
+                forward_backward(build_model(cfg), cfg.get('default_scope', 'mmdet'), SMALL_IMAGE)
         except Exception as error:  # noqa: BLE001  (the stock model itself does not run here)
             echo(f'skip (stock: {type(error).__name__}) {path}')
             continue
@@ -168,7 +135,8 @@ def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, ec
         try:
             new_cfg = plan_swap(cfg, upsample_cfg)[0]
             with _TimeLimit(3 * time_limit):  # a hang of the swapped model is a failure
-                forward_backward(build_model(new_cfg), new_cfg.get('default_scope', 'mmdet'))
+                forward_backward(build_model(new_cfg), new_cfg.get('default_scope', 'mmdet'),
+                                 SMALL_IMAGE)
             runs_swapped += 1
             echo(f'ok   {time.time() - start:5.1f}s {path}')
         except Exception as error:  # noqa: BLE001

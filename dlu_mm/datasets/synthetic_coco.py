@@ -178,15 +178,21 @@ def exists(out_dir):
                for kind in ('instances', 'panoptic') for split in SPLITS)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out', required=True, help='output directory, e.g. data/synthetic_coco')
+def add_generation_arguments(parser, example_out):
+    """The command-line options of the generator (shared by its YOLO-format writer)."""
+    parser.add_argument('--out', required=True, help=f'output directory, e.g. {example_out}')
     parser.add_argument('--num-train', type=int, default=64)
     parser.add_argument('--num-val', type=int, default=16)
     parser.add_argument('--min-size', type=int, default=96)
     parser.add_argument('--max-size', type=int, default=160)
     parser.add_argument('--max-objects', type=int, default=4)
     parser.add_argument('--seed', type=int, default=0)
+    return parser
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    add_generation_arguments(parser, 'data/synthetic_coco')
     args = parser.parse_args(argv)
     generate(args.out, args.num_train, args.num_val, args.min_size, args.max_size,
              args.max_objects, args.seed)

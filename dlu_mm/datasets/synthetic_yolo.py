@@ -84,13 +84,7 @@ def generate(out_dir, num_train=64, num_val=16, min_size=96, max_size=160, max_o
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out', required=True, help='output directory, e.g. data/synthetic_yolo')
-    parser.add_argument('--num-train', type=int, default=64)
-    parser.add_argument('--num-val', type=int, default=16)
-    parser.add_argument('--min-size', type=int, default=96)
-    parser.add_argument('--max-size', type=int, default=160)
-    parser.add_argument('--max-objects', type=int, default=4)
-    parser.add_argument('--seed', type=int, default=0)
+    synthetic_coco.add_generation_arguments(parser, 'data/synthetic_yolo')
     parser.add_argument('--segments', action='store_true',
                         help='polygon labels (for -seg models) instead of boxes')
     args = parser.parse_args(argv)

@@ -32,7 +32,15 @@ STEP_SCALE = 2
 
 
 class _CSPPAFPNUpsamplers:
-    """Shared by the YOLOX and RTMDet necks, whose ``forward`` is the same."""
+    """Shared by the YOLOX and RTMDet necks, whose ``__init__`` arguments and ``forward`` are
+    the same."""
+
+    def __init__(self, in_channels, out_channels, upsample_cfg=dict(scale_factor=2,
+                                                                    mode='nearest'), **kwargs):
+        upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
+        super().__init__(in_channels, out_channels,
+                         upsample_cfg=interp or dict(scale_factor=2, mode='nearest'), **kwargs)
+        self._build_upsamplers(upsampler_cfg)
 
     def _build_upsamplers(self, upsampler_cfg):
         if upsampler_cfg is None:
@@ -81,13 +89,6 @@ class UpsampleYOLOXPAFPN(_CSPPAFPNUpsamplers, YOLOXPAFPN):
             ``inputs[idx - 1]`` (the finer backbone level) as guide.
     """
 
-    def __init__(self, in_channels, out_channels, upsample_cfg=dict(scale_factor=2,
-                                                                    mode='nearest'), **kwargs):
-        upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
-        super().__init__(in_channels, out_channels,
-                         upsample_cfg=interp or dict(scale_factor=2, mode='nearest'), **kwargs)
-        self._build_upsamplers(upsampler_cfg)
-
 
 @MODELS.register_module()
 class UpsampleCSPNeXtPAFPN(_CSPPAFPNUpsamplers, CSPNeXtPAFPN):
@@ -95,13 +96,6 @@ class UpsampleCSPNeXtPAFPN(_CSPPAFPNUpsamplers, CSPNeXtPAFPN):
 
     Args (beyond ``CSPNeXtPAFPN``'s): ``upsample_cfg`` as in :class:`UpsampleYOLOXPAFPN`.
     """
-
-    def __init__(self, in_channels, out_channels, upsample_cfg=dict(scale_factor=2,
-                                                                    mode='nearest'), **kwargs):
-        upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
-        super().__init__(in_channels, out_channels,
-                         upsample_cfg=interp or dict(scale_factor=2, mode='nearest'), **kwargs)
-        self._build_upsamplers(upsampler_cfg)
 
 
 @MODELS.register_module()
