@@ -23,7 +23,7 @@ from mmdet.models.necks import PAFPN, CSPNeXtPAFPN, YOLOXPAFPN
 from mmdet.registry import MODELS
 
 from ..upsample_cfg import (InitStepUpsamplers, append_fpn_extra_levels, build_step_upsamplers,
-                           check_fixed_interpolation, init_upsamplers, split_upsample_cfg,
+                           check_fixed_interpolation, split_upsample_cfg,
                            top_down_sum)
 from ..upsamplers import build_upsampler
 from ..upsamplers.steps import upsample_to
@@ -31,7 +31,7 @@ from ..upsamplers.steps import upsample_to
 STEP_SCALE = 2
 
 
-class _CSPPAFPNUpsamplers:
+class _CSPPAFPNUpsamplers(InitStepUpsamplers):
     """Shared by the YOLOX and RTMDet necks, whose ``__init__`` arguments and ``forward`` are
     the same."""
 
@@ -50,12 +50,6 @@ class _CSPPAFPNUpsamplers:
         self.upsamplers = nn.ModuleList(
             build_upsampler(upsampler_cfg, self.in_channels[idx - 1], STEP_SCALE)
             for idx in range(len(self.in_channels) - 1, 0, -1))
-
-    def init_weights(self):
-        first_time = not self._is_init
-        super().init_weights()  # stock init_cfg (Kaiming over every Conv2d, upsamplers' too)
-        if first_time:
-            init_upsamplers(self.upsamplers)
 
     def forward(self, inputs):
         if self.upsamplers is None:

@@ -13,19 +13,18 @@ neck families those papers used (never compare numbers across them):
 Without a ``type`` in ``upsample_cfg`` (and ``carafe_style=False``) the module IS mmdet's FPN:
 same parameters and state_dict keys, and ``forward`` is FPN's own.
 """
-import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmdet.models.necks import FPN
 from mmdet.registry import MODELS
 
-from ..upsample_cfg import append_fpn_extra_levels
-from ..upsamplers import build_upsampler, is_guided
+from ..upsample_cfg import InitStepUpsamplers, append_fpn_extra_levels, build_step_upsamplers
+from ..upsamplers import is_guided
 from ..upsamplers.steps import crop_or_resize, upsample_to
 
 
 @MODELS.register_module()
-class UpsampleFPN(FPN):
+class UpsampleFPN(InitStepUpsamplers, FPN):
     """mmdet ``FPN`` with a learnable upsampler in every top-down step.
 
     Args (beyond mmdet ``FPN``'s, which keep their meaning):
@@ -80,19 +79,8 @@ class UpsampleFPN(FPN):
                 self.fpn_convs.append(ConvModule(
                     out_channels, out_channels, 3, padding=1, conv_cfg=conv_cfg,
                     norm_cfg=norm_cfg, act_cfg=act_cfg, inplace=False))
-        if upsampler_cfg is not None:
-            num_steps = len(self.lateral_convs) - 1
-            self.upsamplers = nn.ModuleList(
-                build_upsampler(upsampler_cfg, out_channels, 2) for _ in range(num_steps))
-        else:
-            self.upsamplers = None
-
-    def init_weights(self):
-        first_time = not self._is_init
-        super().init_weights()  # init_cfg: global xavier over all Conv2d, upsamplers' included
-        if first_time and self.upsamplers is not None:
-            for upsampler in self.upsamplers:
-                upsampler.init_weights()
+        self.upsamplers = build_step_upsamplers(upsampler_cfg, out_channels,
+                                                len(self.lateral_convs) - 1)
 
     def _upsample_step(self, step, coarse, fine):
         """The coarse level upsampled to the finer lateral's size."""
