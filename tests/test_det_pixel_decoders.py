@@ -1,5 +1,5 @@
-"""UpsamplePixelDecoder / UpsampleMSDeformAttnPixelDecoder against mmdet's decoders, alone and
-inside MaskFormerHead / Mask2FormerHead."""
+"""UpsamplePixelDecoder / UpsampleTransformerEncoderPixelDecoder / UpsampleMSDeformAttnPixelDecoder
+against mmdet's decoders, alone and inside MaskFormerHead / Mask2FormerHead."""
 import copy
 
 import pytest
@@ -8,12 +8,14 @@ import torch
 pytest.importorskip('mmdet.models', reason='needs mmdet (and mmcv with its ops)')
 
 from mmdet.models.dense_heads import Mask2FormerHead, MaskFormerHead  # noqa: E402
-from mmdet.models.layers import MSDeformAttnPixelDecoder, PixelDecoder  # noqa: E402
+from mmdet.models.layers import (MSDeformAttnPixelDecoder, PixelDecoder,  # noqa: E402
+                                 TransformerEncoderPixelDecoder)
 from mmdet.structures import DetDataSample  # noqa: E402
 from mmengine.config import ConfigDict  # noqa: E402
 from torch import nn  # noqa: E402
 
-from dlu_mm.det import UpsampleMSDeformAttnPixelDecoder, UpsamplePixelDecoder  # noqa: E402
+from dlu_mm.det import (UpsampleMSDeformAttnPixelDecoder, UpsamplePixelDecoder,  # noqa: E402
+                        UpsampleTransformerEncoderPixelDecoder)
 from upsample_cases import (LEARNABLE, backward_and_check, randn_levels,  # noqa: E402
                             record_calls, upsampler_cfg)
 
@@ -43,6 +45,36 @@ def _plain(cls, **kwargs):
     return cls(IN_CHANNELS, BASE, BASE, norm_cfg=NORM, **kwargs)
 
 
+def _detr_encoder():
+    attn = dict(embed_dims=BASE, num_heads=4, dropout=0.0, batch_first=True)
+    return ConfigDict(num_layers=1, layer_cfg=dict(
+        self_attn_cfg=attn, ffn_cfg=dict(embed_dims=BASE, feedforward_channels=2 * BASE,
+                                         num_fcs=2, ffn_drop=0.0,
+                                         act_cfg=dict(type='ReLU', inplace=True))))
+
+
+def _detr(cls, **kwargs):
+    """MaskFormer's COCO decoder: a DETR encoder (1 layer here) on the coarsest level."""
+    return cls(IN_CHANNELS, BASE, BASE, norm_cfg=NORM, encoder=_detr_encoder(),
+               positional_encoding=dict(num_feats=BASE // 2, normalize=True), **kwargs)
+
+
+def _metas(sizes, batch=1):
+    """Image metas of a batch whose finest level (1/4) is ``sizes[0]``; the second image is
+    padded at the bottom / right, as in a real batch."""
+    h, w = 4 * sizes[0][0], 4 * sizes[0][1]
+    return [dict(batch_input_shape=(h, w), img_shape=(h - 8 * i, w - 4 * i))
+            for i in range(batch)]
+
+
+def _args(stock, feats, sizes):
+    """The decoder's forward arguments: MSDeformAttn takes the features alone."""
+    if stock is MSDeformAttnPixelDecoder:
+        return (feats, )
+    return (feats, _metas(sizes, feats[0].shape[0]) if stock is TransformerEncoderPixelDecoder
+            else None)
+
+
 def _assert_same(expected, got, exact=True):
     expected = torch.utils._pytree.tree_flatten(expected)[0]
     got = torch.utils._pytree.tree_flatten(got)[0]
@@ -54,9 +86,13 @@ def _assert_same(expected, got, exact=True):
             torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('stock, ours, build', [
-    (PixelDecoder, UpsamplePixelDecoder, _plain),
-    (MSDeformAttnPixelDecoder, UpsampleMSDeformAttnPixelDecoder, _msda)])
+DECODERS = [(PixelDecoder, UpsamplePixelDecoder, _plain),
+            (TransformerEncoderPixelDecoder, UpsampleTransformerEncoderPixelDecoder, _detr),
+            (MSDeformAttnPixelDecoder, UpsampleMSDeformAttnPixelDecoder, _msda)]
+DECODER_IDS = ['PixelDecoder', 'TransformerEncoderPixelDecoder', 'MSDeformAttnPixelDecoder']
+
+
+@pytest.mark.parametrize('stock, ours, build', DECODERS, ids=DECODER_IDS)
 def test_untyped_is_the_stock_decoder(stock, ours, build):
     torch.manual_seed(0)
     reference = build(stock)
@@ -66,13 +102,14 @@ def test_untyped_is_the_stock_decoder(stock, ours, build):
     assert list(decoder.state_dict()) == list(reference.state_dict())
     decoder.load_state_dict(reference.state_dict(), strict=True)
     feats = randn_levels(IN_CHANNELS, EXACT, batch=2)
-    args = (feats, None) if stock is PixelDecoder else (feats, )
+    args = _args(stock, feats, EXACT)
+    reference.eval(), decoder.eval()  # the same dropout-free outputs
     _assert_same(reference(*args), decoder(*args))
 
 
 @pytest.mark.parametrize('stock, ours, build, parameter_free', [
-    (PixelDecoder, UpsamplePixelDecoder, _plain, 'nearest'),
-    (MSDeformAttnPixelDecoder, UpsampleMSDeformAttnPixelDecoder, _msda, 'bilinear')])
+    case + (mode, ) for case, mode in zip(DECODERS, ['nearest', 'nearest', 'bilinear'])],
+    ids=DECODER_IDS)
 def test_typed_stock_interpolation_recomputes_the_stock_forward(stock, ours, build,
                                                                 parameter_free):
     """The stock decoder's own interpolation as a typed upsampler, at exact 2x sizes: our forward
@@ -83,24 +120,29 @@ def test_typed_stock_interpolation_recomputes_the_stock_forward(stock, ours, bui
     decoder = build(ours, upsample_cfg=dict(type=parameter_free))
     decoder.load_state_dict(reference.state_dict(), strict=True)
     feats = randn_levels(IN_CHANNELS, EXACT, batch=2)
-    args = (feats, None) if stock is PixelDecoder else (feats, )
-    _assert_same(reference(*args), decoder(*args), exact=stock is PixelDecoder)
+    args = _args(stock, feats, EXACT)
+    reference.eval(), decoder.eval()
+    _assert_same(reference(*args), decoder(*args),
+                 exact=stock is not MSDeformAttnPixelDecoder)
 
 
-@pytest.mark.parametrize('ours, build', [(UpsamplePixelDecoder, _plain),
-                                         (UpsampleMSDeformAttnPixelDecoder, _msda)])
+@pytest.mark.parametrize('stock, ours, build', DECODERS, ids=DECODER_IDS)
 @pytest.mark.parametrize('name', LEARNABLE)
 @pytest.mark.parametrize('sizes', [EXACT, ODD], ids=['exact', 'odd'])
-def test_every_upsampler_forward_backward(ours, build, name, sizes):
+def test_every_upsampler_forward_backward(stock, ours, build, name, sizes):
     torch.manual_seed(0)
     decoder = build(ours, upsample_cfg=upsampler_cfg(name))
     decoder.init_weights()
-    assert len(decoder.upsamplers) == (3 if ours is UpsamplePixelDecoder else 1)
+    assert len(decoder.upsamplers) == (1 if ours is UpsampleMSDeformAttnPixelDecoder else 3)
     feats = randn_levels(IN_CHANNELS, sizes)
     if ours is UpsamplePixelDecoder:
         mask_feature, memory = decoder(feats, None)
         assert memory is feats[-1]
         outputs = [mask_feature]
+    elif ours is UpsampleTransformerEncoderPixelDecoder:
+        mask_feature, memory = decoder(*_args(stock, feats, sizes))
+        assert tuple(memory.shape) == (1, BASE) + sizes[-1]
+        outputs = [mask_feature, memory]
     else:
         mask_feature, multi_scale = decoder(feats)
         assert [tuple(m.shape[2:]) for m in multi_scale] == sizes[:0:-1]
@@ -109,14 +151,14 @@ def test_every_upsampler_forward_backward(ours, build, name, sizes):
     backward_and_check(outputs, decoder.upsamplers)
 
 
-@pytest.mark.parametrize('ours, build', [(UpsamplePixelDecoder, _plain),
-                                         (UpsampleMSDeformAttnPixelDecoder, _msda)])
-def test_guide_is_the_projected_lateral(ours, build):
+@pytest.mark.parametrize('stock, ours, build', DECODERS, ids=DECODER_IDS)
+def test_guide_is_the_projected_lateral(stock, ours, build):
     decoder = build(ours, upsample_cfg=upsampler_cfg('SAPA'))
     decoder.init_weights()
     seen = record_calls(decoder.upsamplers)
     feats = randn_levels(IN_CHANNELS, EXACT)
-    decoder(feats, None) if ours is UpsamplePixelDecoder else decoder(feats)
+    decoder(*_args(stock, feats, EXACT))
+    assert len(seen) == len(decoder.upsamplers)
     with torch.no_grad():
         for level, (_, guide) in seen.items():
             assert torch.equal(guide, decoder.lateral_convs[level](feats[level]))
@@ -158,10 +200,13 @@ def _samples(batch=2):
 
 
 def _maskformer_head(pixel_decoder):
+    pixel_decoder = dict(pixel_decoder, norm_cfg=NORM, act_cfg=dict(type='ReLU'))
+    if 'TransformerEncoder' in pixel_decoder['type']:  # MaskFormer's COCO decoder
+        pixel_decoder.update(encoder=_detr_encoder(),
+                             positional_encoding=dict(num_feats=BASE // 2, normalize=True))
     return MaskFormerHead(
         in_channels=IN_CHANNELS, feat_channels=BASE, out_channels=BASE, num_things_classes=8,
-        num_stuff_classes=3, num_queries=10,
-        pixel_decoder=dict(pixel_decoder, norm_cfg=NORM, act_cfg=dict(type='ReLU')),
+        num_stuff_classes=3, num_queries=10, pixel_decoder=pixel_decoder,
         enforce_decoder_input_project=False, transformer_decoder=_transformer_decoder(),
         positional_encoding=dict(num_feats=BASE // 2, normalize=True), **_losses())
 
@@ -179,17 +224,22 @@ def _mask2former_head(pixel_decoder):
 
 
 @pytest.mark.parametrize('head, decoder', [(_maskformer_head, 'PixelDecoder'),
+                                           (_maskformer_head, 'TransformerEncoderPixelDecoder'),
                                            (_mask2former_head, 'MSDeformAttnPixelDecoder')])
 @pytest.mark.parametrize('upsample_cfg', [None, dict(type='DLU'), dict(type='FADE')])
 def test_inside_the_heads(head, decoder, upsample_cfg):
     """mmdet's head test facts (batch input 128x160, levels 32x40 ... 4x5, 2 images): the head
     forward runs, and without a type the head's state_dict keys are those with the stock
-    decoder (MaskFormerHead: decoder_input_proj kept although in_channels[-1] != embed dims)."""
+    decoder (MaskFormerHead: decoder_input_proj kept although in_channels[-1] != embed dims,
+    and the identity behind the DETR encoder, as with the stock decoders)."""
     torch.manual_seed(0)
     reference = head(dict(type=decoder))
     ours = head(dict(type='Upsample' + decoder, upsample_cfg=copy.deepcopy(upsample_cfg)))
-    if head is _maskformer_head:
+    if decoder == 'PixelDecoder':
         assert isinstance(ours.decoder_input_proj, nn.Conv2d)  # in_channels[-1]=256 != 32
+    if decoder == 'TransformerEncoderPixelDecoder':
+        assert isinstance(reference.decoder_input_proj, nn.Identity)
+        assert isinstance(ours.decoder_input_proj, nn.Identity)
     stock_keys = list(reference.state_dict())
     keys = [k for k in ours.state_dict() if '.upsamplers.' not in k]
     assert keys == stock_keys

@@ -8,8 +8,11 @@ allow_failed_imports=False)``; mmseg configs name the pixel decoders with the ``
 from .. import upsamplers  # noqa: F401  (registers the upsamplers)
 from .mask_head import UpsampleFCNMaskHead
 from .pafpn import UpsampleCSPNeXtPAFPN, UpsamplePAFPN, UpsampleYOLOXPAFPN
-from .pixel_decoders import UpsampleMSDeformAttnPixelDecoder, UpsamplePixelDecoder
+from .pixel_decoders import (UpsampleMSDeformAttnPixelDecoder, UpsamplePixelDecoder,
+                             UpsampleTransformerEncoderPixelDecoder)
 from .upsample_fpn import UpsampleFPN
+from .yolo_neck import UpsampleYOLOV3Neck
 
 __all__ = ['UpsampleFPN', 'UpsampleFCNMaskHead', 'UpsampleYOLOXPAFPN', 'UpsampleCSPNeXtPAFPN',
-           'UpsamplePAFPN', 'UpsamplePixelDecoder', 'UpsampleMSDeformAttnPixelDecoder']
+           'UpsamplePAFPN', 'UpsampleYOLOV3Neck', 'UpsamplePixelDecoder',
+           'UpsampleMSDeformAttnPixelDecoder', 'UpsampleTransformerEncoderPixelDecoder']

@@ -3,14 +3,16 @@
 MaskFormer's ``PixelDecoder`` (Cheng et al., NeurIPS 2021) is an FPN from 1/32 to 1/4 with nearest
 steps; Mask2Former's ``MSDeformAttnPixelDecoder`` (Cheng et al., CVPR 2022) runs a deformable
 transformer encoder over the 3 coarse levels and then the same FPN step (bilinear) to the
-remaining finer level(s). Each step is ``y = lateral(feat_i) + up(y)``; here ``up`` can be any
-dlu_mm upsampler, one per step (``upsamplers[i]`` brings the next coarser map to level i), built
-with ``feat_channels`` and ``scale_factor=2``. Guided upsamplers (FADE, SAPA) take the projected
+remaining finer level(s); MaskFormer's COCO configs use ``TransformerEncoderPixelDecoder``,
+``PixelDecoder``'s FPN behind a DETR encoder on the 1/32 level. Each step is
+``y = lateral(feat_i) + up(y)``; here ``up`` can be any dlu_mm upsampler, one per step
+(``upsamplers[i]`` brings the next coarser map to level i), built with ``feat_channels`` and
+``scale_factor=2``. Guided upsamplers (FADE, SAPA) take the projected
 lateral ``lateral_convs[i](feats[i])`` as guide: it has ``feat_channels`` channels, so no
 projection is needed (the raw ``feats[i]`` would not: R50's 256/512 or Swin's 128/256 ...).
 
-Without ``type`` in ``upsample_cfg`` both classes are the stock decoders (same state_dict keys,
-``forward`` is the stock one). Both register in mmdet's MODELS: mmseg configs name them
+Without ``type`` in ``upsample_cfg`` the classes are the stock decoders (same state_dict keys,
+``forward`` is the stock one). They register in mmdet's MODELS: mmseg configs name them
 ``'mmdet.UpsamplePixelDecoder'`` / ``'mmdet.UpsampleMSDeformAttnPixelDecoder'``.
 
 MaskFormerHead's check ``type(pixel_decoder) == PixelDecoder`` (it decides whether the
@@ -21,7 +23,9 @@ head subclass and no config change beyond the decoder's type.
 """
 import torch
 import torch.nn as nn
-from mmdet.models.layers import MSDeformAttnPixelDecoder, PixelDecoder
+import torch.nn.functional as F
+from mmdet.models.layers import (MSDeformAttnPixelDecoder, PixelDecoder,
+                                 TransformerEncoderPixelDecoder)
 from mmdet.registry import MODELS
 
 from ..upsample_cfg import check_fixed_interpolation, init_upsamplers, split_upsample_cfg
@@ -69,10 +73,65 @@ class UpsamplePixelDecoder(PixelDecoder, metaclass=_CountsAsPixelDecoder):
         if self.upsamplers is None:
             return super().forward(feats, batch_img_metas)
         y = self.last_feat_conv(feats[-1])  # (N, feat_channels, H/32, W/32)
-        for i in range(self.num_inputs - 2, -1, -1):
-            lateral = self.lateral_convs[i](feats[i])
-            y = self.output_convs[i](lateral + upsample_to(self.upsamplers[i], y, lateral))
-        return self.mask_feature(y), feats[-1]
+        return self.mask_feature(_top_down(self, y, feats)), feats[-1]
+
+
+def _top_down(decoder, y, feats):
+    """MaskFormer's FPN steps from ``y`` (the coarsest level's map) down to ``feats[0]``:
+    ``y = output_convs[i](lateral_convs[i](feats[i]) + upsamplers[i](y))``."""
+    for i in range(decoder.num_inputs - 2, -1, -1):
+        lateral = decoder.lateral_convs[i](feats[i])
+        y = decoder.output_convs[i](lateral + upsample_to(decoder.upsamplers[i], y, lateral))
+    return y
+
+
+@MODELS.register_module()
+class UpsampleTransformerEncoderPixelDecoder(TransformerEncoderPixelDecoder):
+    """mmdet ``TransformerEncoderPixelDecoder`` (MaskFormer's COCO configs: a DETR encoder on
+    the 1/32 level, then ``PixelDecoder``'s FPN) with a learnable upsampler in each FPN step.
+
+    Args (beyond ``TransformerEncoderPixelDecoder``'s): ``upsample_cfg`` as
+    :class:`UpsamplePixelDecoder`'s (one upsampler per step, ``feat_channels`` channels, 2x, the
+    projected lateral as guide). MaskFormerHead's ``type(...) == PixelDecoder`` check is False
+    for the stock class and for this one alike (no input projection is needed: the encoder
+    already gives ``feat_channels``).
+    """
+
+    def __init__(self, in_channels, feat_channels, out_channels, upsample_cfg=None, **kwargs):
+        upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
+        check_fixed_interpolation(type(self).__name__, interp, upsample_cfg, 'nearest')
+        super().__init__(in_channels, feat_channels, out_channels, **kwargs)
+        self.upsamplers = None if upsampler_cfg is None else nn.ModuleList(
+            build_upsampler(upsampler_cfg, feat_channels, STEP_SCALE)
+            for _ in range(self.num_inputs - 1))
+
+    def init_weights(self):
+        super().init_weights()  # the stock init; it does not call super()
+        init_upsamplers(self.upsamplers)
+
+    def _memory(self, feat_last, batch_img_metas):
+        """The encoder's output on the coarsest level (N, feat_channels, h, w), as the stock
+        forward computes it (padding mask from the images' shapes, sine positions)."""
+        bs, _, h, w = feat_last.shape
+        input_h, input_w = batch_img_metas[0]['batch_input_shape']
+        padding_mask = feat_last.new_ones((bs, input_h, input_w), dtype=torch.float32)
+        for i, meta in enumerate(batch_img_metas):
+            img_h, img_w = meta['img_shape']
+            padding_mask[i, :img_h, :img_w] = 0
+        padding_mask = F.interpolate(padding_mask.unsqueeze(1), size=(h, w),
+                                     mode='nearest').to(torch.bool).squeeze(1)
+        pos_embed = self.positional_encoding(padding_mask).flatten(2).permute(0, 2, 1)
+        query = self.encoder_in_proj(feat_last).flatten(2).permute(0, 2, 1)  # (N, h*w, C)
+        memory = self.encoder(query=query, query_pos=pos_embed,
+                              key_padding_mask=padding_mask.flatten(1))
+        return memory.permute(0, 2, 1).view(bs, self.encoder_embed_dims, h, w)
+
+    def forward(self, feats, batch_img_metas):
+        if self.upsamplers is None:
+            return super().forward(feats, batch_img_metas)
+        memory = self._memory(feats[-1], batch_img_metas)
+        y = self.encoder_out_proj(memory)
+        return self.mask_feature(_top_down(self, y, feats)), memory
 
 
 @MODELS.register_module()
