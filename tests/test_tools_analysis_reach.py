@@ -47,3 +47,25 @@ def test_visualizer_draws_an_upsampler_inside(config, layer, tmp_path):
                                  '--out-dir', str(tmp_path)])
     assert any('(model)' in label for label in scene.modules)
     assert all(os.path.getsize(path) > 1000 for path in paths.values())
+
+
+@pytest.mark.parametrize('relative, upsampler, count, layer', [
+    ('yolo/yolov3_mobilenetv2_8xb24-ms-416-300e_coco.py', 'DLU', 2, 'neck.upsamplers.1'),
+    ('maskformer/maskformer_r50_ms-16xb1-75e_coco.py', 'SAPA', 3,
+     'panoptic_head.pixel_decoder.upsamplers.0')], ids=['yolov3', 'maskformer'])
+def test_swapped_stock_configs_counted_and_drawn(relative, upsampler, count, layer, tmp_path):
+    from mmengine.config import Config
+    from mmengine.utils import get_installed_path
+
+    import dlu_mm
+    cfg = Config.fromfile(osp.join(get_installed_path('mmdet'), '.mim', 'configs', relative))
+    config = str(tmp_path / 'swapped.py')
+    dlu_mm.swap_upsampler(cfg, dict(type=upsampler)).dump(config)
+    result = _tool('get_flops').analyse(config, shape=(64, 64), convention='spec')
+    assert len(result['upsamplers']) == count
+    assert 0 < result['spec']['upsampler_flops'] < result['spec']['flops']
+    tool = _tool('visualize_upsampler')
+    paths, scene, _ = tool.main(['--config', config, '--layer', layer, '--size', '96', '--dpi',
+                                 '40', '--upsamplers', 'nearest', upsampler, '--out-dir',
+                                 str(tmp_path)])
+    assert any('(model)' in label for label in scene.modules)

@@ -1,6 +1,7 @@
 """tools/deployment/export_onnx.py --verify on one config of each new family: RTMDet's and
 YOLOX's necks, SegFormer's, Semantic FPN's and DeepLabV3+'s heads, Mask2Former's pixel decoder
-(exported as backbone + pixel decoder: mask_feature and memory_<i>)."""
+(exported as backbone + pixel decoder: mask_feature and memory_<i>), and, swapped into mmdet's
+stock configs, YOLOv3's neck and MaskFormer's DETR-encoder pixel decoder."""
 import importlib.util
 import os.path as osp
 
@@ -39,3 +40,34 @@ def test_export_and_verify(config, dynamic, tmp_path, capsys):
     assert 'verify: ok' in printed
     if config.startswith('mask2former'):
         assert 'mask_feature' in printed and 'memory_2' in printed
+
+
+def _swapped_stock(relative, upsampler, out):
+    from mmengine.config import Config
+    from mmengine.utils import get_installed_path
+
+    import dlu_mm
+    cfg = Config.fromfile(osp.join(get_installed_path('mmdet'), '.mim', 'configs', relative))
+    dlu_mm.swap_upsampler(cfg, dict(type=upsampler)).dump(out)
+    return out
+
+
+def test_export_swapped_yolov3_dynamic(tmp_path, capsys):
+    config = _swapped_stock('yolo/yolov3_mobilenetv2_8xb24-ms-416-300e_coco.py', 'FADE',
+                            str(tmp_path / 'yolov3_fade.py'))
+    args = [config, '--shape', '64', '96', '--out', str(tmp_path / 'm.onnx'), '--verify',
+            '--dynamic']
+    assert _tool().main(args) == 0
+    printed = capsys.readouterr().out
+    assert 'verify: ok' in printed and 'pred_2' in printed
+
+
+def test_export_swapped_maskformer_static_only(tmp_path, capsys):
+    config = _swapped_stock('maskformer/maskformer_r50_ms-16xb1-75e_coco.py', 'DLU',
+                            str(tmp_path / 'maskformer_dlu.py'))
+    args = [config, '--shape', '64', '96', '--out', str(tmp_path / 'm.onnx'), '--verify']
+    assert _tool().main(args) == 0
+    printed = capsys.readouterr().out
+    assert 'verify: ok' in printed and 'memory_0' in printed
+    with pytest.raises(SystemExit, match='fixed --shape'):
+        _tool().main(args + ['--dynamic'])

@@ -47,6 +47,11 @@ def test_lazy_attribute_and_import_stays_light():
     ('mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py', {'model.neck': 'UpsampleCSPNeXtPAFPN'}),
     ('mmdet::yolox/yolox_s_8xb8-300e_coco.py', {'model.neck': 'UpsampleYOLOXPAFPN'}),
     ('mmdet::pafpn/faster-rcnn_r50_pafpn_1x_coco.py', {'model.neck': 'UpsamplePAFPN'}),
+    ('mmdet::yolo/yolov3_d53_8xb8-ms-608-273e_coco.py', {'model.neck': 'UpsampleYOLOV3Neck'}),
+    ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+     {'model.neck': 'UpsampleFPN', 'model.roi_head.mask_head': 'UpsampleFCNMaskHead'}),
+    ('mmdet::maskformer/maskformer_r50_ms-16xb1-75e_coco.py',
+     {'model.panoptic_head.pixel_decoder': 'UpsampleTransformerEncoderPixelDecoder'}),
     ('mmdet::mask2former/mask2former_r50_8xb2-lsj-50e_coco-panoptic.py',
      {'model.panoptic_head.pixel_decoder': 'UpsampleMSDeformAttnPixelDecoder'}),
     ('mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
@@ -60,8 +65,8 @@ def test_lazy_attribute_and_import_stays_light():
 ])
 def test_swap_changes_only_the_upsampling_modules(config, changed):
     cfg = TOOL.load(config)
-    new_cfg, changes = plan_swap(cfg, dict(type='DLU'))
-    assert {path: new for path, _, new in changes} == changed
+    new_cfg, changes, kept = plan_swap(cfg, dict(type='DLU'))
+    assert {path: new for path, _, new in changes} == changed and kept == []
     mmdet_module = cfg.default_scope == 'mmdet' or any(t.startswith('mmdet.')
                                                        for t in changed.values())
     package = 'dlu_mm.det' if mmdet_module else 'dlu_mm.seg'
@@ -69,7 +74,9 @@ def test_swap_changes_only_the_upsampling_modules(config, changed):
     assert new_cfg.custom_imports['allow_failed_imports'] is False
     for path, new in changed.items():
         module = _get(new_cfg, path)
-        assert module['type'] == new and dict(module['upsample_cfg']) == dict(type='DLU')
+        # a mask head keeps its scale factor (the others are 2x by construction)
+        expected = dict(type='DLU', scale_factor=2) if 'mask_head' in path else dict(type='DLU')
+        assert module['type'] == new and dict(module['upsample_cfg']) == expected
     # nothing else changed: undo the type and upsample_cfg of each module, compare the rest
     restored, old = new_cfg.to_dict(), cfg.to_dict()
     restored.pop('custom_imports'), old.pop('custom_imports', None)
@@ -84,13 +91,29 @@ def test_swap_changes_only_the_upsampling_modules(config, changed):
 
 def test_where_selects_one_place_and_carafe_fpn_becomes_carafe_style():
     cfg = TOOL.load('mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py')
-    new_cfg, changes = plan_swap(cfg, dict(type='CARAFE'), where='head')
+    new_cfg, changes, _ = plan_swap(cfg, dict(type='CARAFE'), where='head')
     assert [c[0] for c in changes] == ['model.decode_head']
     assert new_cfg.model.neck.type == 'FPN'
     cfg = TOOL.load('mmdet::carafe/faster-rcnn_r50_fpn-carafe_1x_coco.py')
-    new_cfg, changes = plan_swap(cfg, dict(type='DLU'))
+    new_cfg, changes, _ = plan_swap(cfg, dict(type='DLU'))
     assert new_cfg.model.neck.type == 'UpsampleFPN' and new_cfg.model.neck.carafe_style is True
     assert 'order' not in new_cfg.model.neck
+
+
+def test_mask_heads_take_unguided_upsamplers_and_keep_stock_with_guided_ones():
+    # Cascade Mask R-CNN: one FCNMaskHead shared by the three stages
+    cfg = TOOL.load('mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py')
+    new_cfg, changes, kept = plan_swap(cfg, dict(type='CARAFE'), where='mask_head')
+    assert [c[0] for c in changes] == ['model.roi_head.mask_head']
+    assert new_cfg.model.neck.type == 'FPN' and kept == []
+    cfg = TOOL.load('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
+    new_cfg, changes, kept = plan_swap(cfg, dict(type='FADE'))
+    assert [c[0] for c in changes] == ['model.neck']
+    assert kept == [('model.roi_head.mask_head', 'mmdet.FCNMaskHead',
+                     'FADE is guided and a mask head has no finer map to guide it')]
+    assert new_cfg.model.roi_head.mask_head.type == 'FCNMaskHead'
+    with pytest.raises(ValueError, match='mask_head .* stays stock: SAPA is guided'):
+        plan_swap(cfg, dict(type='SAPA'), where='mask_head')
 
 
 def test_unsupported_config_names_what_it_found():
@@ -141,7 +164,9 @@ def test_cli_writes_a_config_that_builds(tmp_path, capsys):
 # builds and runs forward + backward on a small image wherever the stock one does
 SAMPLE = [('mmdet::yolox/yolox_tiny_8xb8-300e_coco.py', 'SAPA'),
           ('mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py', 'DySample'),
-          ('mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py', 'FADE')]
+          ('mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py', 'FADE'),
+          ('mmdet::yolo/yolov3_mobilenetv2_8xb24-ms-416-300e_coco.py', 'FADE'),
+          ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', 'DySample')]
 
 
 @pytest.mark.parametrize('config, upsampler', SAMPLE)
@@ -150,3 +175,30 @@ def test_stock_sample_swaps_and_runs(config, upsampler):
     TOOL.forward_backward(TOOL.build_model(cfg), cfg.default_scope, size=(64, 64))
     new_cfg = dlu_mm.swap_upsampler(cfg, dict(type=upsampler))
     TOOL.forward_backward(TOOL.build_model(new_cfg), new_cfg.default_scope, size=(64, 64))
+
+
+def test_all_stock_groups_equal_models_counts_configs_and_resumes(tmp_path, monkeypatch):
+    """Configs whose models are equal up to the weight source run once; an unsupported config is
+    not counted; the results file lets a rerun skip what was run."""
+    from mmengine.utils import get_installed_path
+    configs = osp.join(get_installed_path('mmdet'), '.mim', 'configs')
+    base = osp.join(configs, 'yolox', 'yolox_tiny_8xb8-300e_coco.py')
+    # the same model starting from another checkpoint: one run for both
+    twin = tmp_path / 'yolox_tiny_twin.py'
+    twin.write_text(f"_base_ = '{base}'\nmodel = dict(backbone=dict(init_cfg=dict("
+                    "type='Pretrained', checkpoint='elsewhere.pth')))\n")
+    unsupported = osp.join(configs, 'ssd', 'ssd300_coco.py')
+    monkeypatch.setattr(TOOL, 'stock_configs', lambda package: [base, str(twin), unsupported])
+    results, lines = str(tmp_path / 'results.jsonl'), []
+    passed, failed, excluded = TOOL.run_all_stock(['mmdet'], dict(type='DLU'), results=results,
+                                                  echo=lines.append)
+    assert [p for p, _ in passed] == [base, str(twin)] and failed == excluded == []
+    assert lines[0] == '3 stock configs, 2 with a supported module, 1 distinct models'
+    assert 'swapped and ran 2 of 2 supported stock configs' in lines[-1]
+
+    def must_not_run(*args):
+        raise AssertionError('a model already in the results file was run again')
+    monkeypatch.setattr(TOOL, '_outcome', must_not_run)
+    passed, _, _ = TOOL.run_all_stock(['mmdet'], dict(type='DLU'), results=results,
+                                      echo=lines.append)
+    assert len(passed) == 2

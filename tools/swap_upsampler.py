@@ -19,12 +19,13 @@ stock model itself builds and runs, and prints the share that also runs swapped.
 import argparse
 import copy
 import glob
+import hashlib
+import json
 import os
 import os.path as osp
 import signal
 import sys
 import time
-import traceback
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -32,10 +33,11 @@ if REPO_ROOT not in sys.path:
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from dlu_mm.swap import (find_upsampling_modules, forward_backward, plan_swap,  # noqa: E402
-                         supported_types)
+from dlu_mm.swap import (WHERES, find_upsampling_modules, forward_backward,  # noqa: E402
+                         plan_swap, supported_types)
 
 SMALL_IMAGE = (128, 128)
+LARGE_IMAGE = (384, 384)
 
 
 def load(config):
@@ -69,13 +71,17 @@ def num_parameters(model):
 
 def swap_and_report(cfg, upsample_cfg, where=None, check=False, out=None, echo=print):
     """Swap, build both models, report the change (and run fwd+bwd with ``check``)."""
-    new_cfg, changes = plan_swap(cfg, upsample_cfg, where)
+    new_cfg, changes, kept = plan_swap(cfg, upsample_cfg, where)
     before, after = num_parameters(build_model(cfg)), None
     model = build_model(new_cfg)
     after = num_parameters(model)
+    modules = {path: module for path, _, module in find_upsampling_modules(new_cfg)}
     for path, old, new in changes:
-        echo(f'{path}: {old} -> {new} with upsample_cfg={dict(upsample_cfg)}')
-    echo(f'parameters: {before:,} -> {after:,} (+{after - before:,})')
+        echo(f'{path}: {old} -> {new} with upsample_cfg={dict(modules[path]["upsample_cfg"])}')
+    for path, name, why in kept:
+        echo(f'{path}: {name} kept ({why})')
+    # negative where a learned layer leaves (the mask head's deconvolution)
+    echo(f'parameters: {before:,} -> {after:,} ({after - before:+,})')
     if check:
         forward_backward(model, new_cfg.get('default_scope', 'mmdet'), SMALL_IMAGE)
         echo('forward + backward on a small image: ok')
@@ -112,41 +118,108 @@ class _TimeLimit:
             signal.alarm(0)
 
 
-def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, echo=print):
-    """For every supported stock config: does the stock model build and run fwd+bwd, and the
-    swapped one? A stock model over ``time_limit`` seconds counts as not running here.
-    Returns ``(runs_stock, runs_swapped, failures)``."""
-    runs_stock, runs_swapped, failures = 0, 0, []
+#: config keys that only say where weights come from: the runs here load none
+WEIGHT_SOURCE_KEYS = ('init_cfg', 'pretrained')
+
+
+def model_fingerprint(cfg):
+    """What decides whether ``cfg``'s model builds and runs here: its scope, custom imports and
+    model dict without the weight sources (configs differing only in schedule, data or the
+    checkpoint they start from share one run)."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in WEIGHT_SOURCE_KEYS}
+        if isinstance(node, (list, tuple)):
+            return [strip(v) for v in node]
+        return node
+    text = json.dumps([cfg.get('default_scope'), cfg.to_dict().get('custom_imports'),
+                       strip(cfg.to_dict().get('model'))], sort_keys=True, default=repr)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _run_model(cfg, seconds, size=SMALL_IMAGE):
+    """``None`` when ``cfg``'s model builds and runs fwd+bwd within ``seconds``, else the error."""
+    try:
+        with _TimeLimit(seconds):
+            forward_backward(build_model(cfg), cfg.get('default_scope', 'mmdet'), size)
+        return None
+    except Exception as error:  # noqa: BLE001
+        return f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'[:300]
+
+
+def _outcome(new_cfg, cfg, time_limit):
+    """(status, detail): 'ok' (the swapped model runs), 'fail' (it does not but the stock one
+    does), 'stock fails' (neither runs here: the stock error), 'too slow' (stock over the limit).
+    A model that fails on the small image is tried on ``LARGE_IMAGE`` (a deformable conv on a
+    1/128 level needs 3x3 pixels); the stock model is run only where the swapped one fails."""
+    error = _run_model(new_cfg, 3 * time_limit)  # a hang of the swapped model is a failure
+    if error is None:
+        return 'ok', ''
+    size = LARGE_IMAGE
+    if _run_model(new_cfg, 3 * time_limit, size) is None:
+        return 'ok', f'at {size[0]}x{size[1]}'
+    stock_error = _run_model(cfg, time_limit, size)
+    if stock_error is None:
+        return 'fail', error
+    if stock_error.startswith('TimeoutError'):
+        return 'too slow', f'stock model over {time_limit} s'
+    return 'stock fails', stock_error
+
+
+def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, results=None,
+                  echo=print):
+    """Swap every supported stock config of ``packages`` and run fwd+bwd on a small image.
+
+    Configs whose model dicts are the same (up to the weight sources) share one run. A config
+    counts as passing when its swapped model runs; where it does not, the stock model is run:
+    if that fails too (or is over ``time_limit`` s), the config is excluded with the stock
+    error, else it is a failure. ``results`` (a JSON-lines file) keeps every model's outcome, so
+    a rerun goes on where an interrupted one stopped. Returns ``(passed, failed, excluded)``,
+    each a list of ``(config path, detail)``."""
+    done = {}
+    if results and osp.exists(results):
+        with open(results) as f:
+            done = {r['fingerprint']: r for r in map(json.loads, f) if r.get('fingerprint')}
     paths = [p for package in packages for p in stock_configs(package)][::stride][:limit]
+    groups, unsupported = {}, 0
     for path in paths:
         try:
             cfg = Config.fromfile(path)
-            plan_swap(cfg, upsample_cfg)
-        except Exception:  # noqa: BLE001  (unsupported or unloadable: not counted)
-            continue
-        try:
-            with _TimeLimit(time_limit):
-                forward_backward(build_model(cfg), cfg.get('default_scope', 'mmdet'), SMALL_IMAGE)
-        except Exception as error:  # noqa: BLE001  (the stock model itself does not run here)
-            echo(f'skip (stock: {type(error).__name__}) {path}')
-            continue
-        runs_stock += 1
-        start = time.time()
-        try:
             new_cfg = plan_swap(cfg, upsample_cfg)[0]
-            with _TimeLimit(3 * time_limit):  # a hang of the swapped model is a failure
-                forward_backward(build_model(new_cfg), new_cfg.get('default_scope', 'mmdet'),
-                                 SMALL_IMAGE)
-            runs_swapped += 1
-            echo(f'ok   {time.time() - start:5.1f}s {path}')
-        except Exception as error:  # noqa: BLE001
-            failures.append((path, repr(error)))
-            echo(f'FAIL {path}: {error!r}')
-            traceback.print_exc()
-    share = runs_swapped / runs_stock if runs_stock else 0.0
-    echo(f'swapped and ran {runs_swapped} of {runs_stock} supported stock configs that run '
-         f'({100 * share:.1f}%)')
-    return runs_stock, runs_swapped, failures
+        except Exception:  # noqa: BLE001  (nothing supported, or not loadable: not counted)
+            unsupported += 1
+            continue
+        groups.setdefault(model_fingerprint(new_cfg), []).append((path, cfg, new_cfg))
+    echo(f'{len(paths)} stock configs, {len(paths) - unsupported} with a supported module, '
+         f'{len(groups)} distinct models')
+    passed, failed, excluded = [], [], []
+    for number, (fingerprint, members) in enumerate(groups.items(), 1):
+        record = done.get(fingerprint)
+        if record is None:
+            start = time.time()
+            status, detail = _outcome(members[0][2], members[0][1], time_limit)
+            record = dict(fingerprint=fingerprint, status=status, detail=detail,
+                          seconds=round(time.time() - start, 1),
+                          configs=[osp.relpath(p, osp.dirname(osp.dirname(p)))
+                                   for p, _, _ in members])
+            if results:
+                with open(results, 'a') as f:
+                    f.write(json.dumps(record) + '\n')
+        tag = {'ok': 'ok', 'fail': 'FAIL'}.get(record['status'], 'skip')
+        echo(f'[{number}/{len(groups)}] {tag:4} {record["seconds"]:6.1f}s x{len(members)} '
+             f'{members[0][0]} {record["detail"]}')
+        bucket = {'ok': passed, 'fail': failed}.get(record['status'], excluded)
+        bucket.extend((p, f'{record["status"]}: {record["detail"]}') for p, _, _ in members)
+    runs = len(passed) + len(failed)
+    share = len(passed) / runs if runs else 0.0
+    echo(f'swapped and ran {len(passed)} of {runs} supported stock configs whose stock model '
+         f'runs here ({100 * share:.1f}%); {len(excluded)} excluded (the stock model does not '
+         f'run on CPU here), {unsupported} without a supported module')
+    for path, detail in failed:
+        echo(f'FAIL {path}: {detail}')
+    for path, detail in excluded:
+        echo(f'excluded {path}: {detail}')
+    return passed, failed, excluded
 
 
 def parse_args(argv=None):
@@ -155,7 +228,7 @@ def parse_args(argv=None):
     parser.add_argument('--upsampler', help='upsampler type, e.g. DLU, CARAFE, FADE, SAPA')
     parser.add_argument('--upsampler-args', nargs='+', action=DictAction, default={},
                         help='upsampler keyword arguments, key=value')
-    parser.add_argument('--where', choices=('neck', 'head', 'pixel_decoder'),
+    parser.add_argument('--where', choices=WHERES,
                         help='only the module at this place (default: every supported one)')
     parser.add_argument('--out', help='where to write the new config '
                         '(default work_dirs/<config name>_<upsampler>.py)')
@@ -171,6 +244,8 @@ def parse_args(argv=None):
                         help='with --all-stock: every n-th config (a sample)')
     parser.add_argument('--time-limit', type=int, default=0,
                         help='with --all-stock: seconds per stock model (0: none)')
+    parser.add_argument('--results', help='with --all-stock: a JSON-lines file of the outcomes '
+                        '(a rerun skips the models already in it)')
     return parser.parse_args(argv)
 
 
@@ -185,10 +260,10 @@ def main(argv=None):
                          'modules it can swap')
     upsample_cfg = dict(type=args.upsampler, **args.upsampler_args)
     if args.all_stock:
-        runs_stock, runs_swapped, _ = run_all_stock(args.all_stock, upsample_cfg,
-                                                    limit=args.limit, stride=args.stride,
-                                                    time_limit=args.time_limit)
-        return 0 if runs_swapped == runs_stock else 1
+        _, failed, _ = run_all_stock(args.all_stock, upsample_cfg, limit=args.limit,
+                                     stride=args.stride, time_limit=args.time_limit,
+                                     results=args.results)
+        return 1 if failed else 0
     if not args.config:
         raise SystemExit('give a CONFIG (a path or mmdet::... / mmseg::...)')
     cfg = load(args.config)

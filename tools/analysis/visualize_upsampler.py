@@ -164,8 +164,11 @@ def model_scene(image, config, checkpoint, layer, upsamplers, gain, seed=0, cfg_
         decoder = getattr(head, 'pixel_decoder', None)
         if decoder is not None:  # (Mask2)MaskFormer: the upsamplers sit in the pixel decoder
             feats = model.extract_feat(data['inputs'])
-            takes_metas = 'batch_img_metas' in decoder.forward.__code__.co_varnames
-            decoder(feats, None) if takes_metas else decoder(feats)
+            if 'batch_img_metas' in decoder.forward.__code__.co_varnames:  # MaskFormer's
+                shape = tuple(data['inputs'].shape[-2:])
+                decoder(feats, [dict(batch_input_shape=shape, img_shape=shape)])
+            else:
+                decoder(feats)
         elif cfg.get('default_scope') == 'mmseg':
             model(data['inputs'], None, mode='tensor')
         else:  # the necks (FPN, PAFPN, YOLOX, RTMDet) hold the upsamplers

@@ -14,14 +14,17 @@ What is exported (mmdeploy's "tensor" mode: no pre-processing, no NMS, no post-p
     RoIAlign, which is not a standard ONNX operator; mmdeploy adds them with its own plugins.
   * mmseg: the segmentor's logits ``seg_logits`` (N, num_classes, H/4, W/4) (UPerNet,
     SegFormer, Semantic FPN, DeepLabV3+).
+  * YOLOv3: ``neck_<i>`` and the head's raw prediction maps ``pred_<i>``.
   * MaskFormer / Mask2Former (mmdet panoptic and mmseg): backbone + pixel decoder: ``mask_feature``
     (N, C, H/4, W/4, where the decoder's upsampler works) and the decoder's multi-scale
     features ``memory_<i>``; the transformer decoder's queries and the mask/class post-processing
-    are not exported.
+    are not exported. MaskFormer's COCO decoder (a DETR encoder: TransformerEncoderPixelDecoder)
+    exports at a fixed shape only: its padding mask is built from Python sizes.
 Every dlu_mm op is lowered to standard ONNX operators (the lowering beside each op in
-dlu_mm.ops; docs/deployment.md); the graph has no custom domain. ``--verify`` runs the graph in onnxruntime on a random image of the shape (with
-``--dynamic`` also on one of batch + 1 and shape + (32, 64)) and prints, per output, the max abs
-error against PyTorch; it exits with status 1 above the printed tolerance.
+dlu_mm.ops; docs/deployment.md); the graph has no custom domain. ``--verify`` runs the graph in
+onnxruntime on a random image of the shape (with ``--dynamic`` also on one of batch + 1 and
+shape + (32, 64)) and prints, per output, the max abs error against PyTorch; it exits with status
+1 above the printed tolerance.
 """
 import argparse
 import os.path as osp
@@ -77,7 +80,8 @@ class TensorGraph(nn.Module):
     def forward(self, image):
         model = self.model
         if self.pixel_decoder is not None:
-            mask_feature, memory = self.pixel_decoder(*self._decoder_args(model.extract_feat(image)))
+            mask_feature, memory = self.pixel_decoder(*self._decoder_args(
+                model.extract_feat(image), image))
             memory = list(memory) if isinstance(memory, (list, tuple)) else [memory]
             return (mask_feature, *memory)
         if self.is_segmentor:
@@ -86,8 +90,12 @@ class TensorGraph(nn.Module):
         outputs = list(feats)
         _, head = self.dense_head()
         if head is not None:
-            cls_scores, bbox_preds = head(feats)[:2]
-            outputs += list(cls_scores) + list(bbox_preds)
+            head_outputs = head(feats)
+            if len(head_outputs) == 1:  # YOLOv3's head: one prediction map per level
+                outputs += list(head_outputs[0])
+            else:
+                cls_scores, bbox_preds = head_outputs[:2]
+                outputs += list(cls_scores) + list(bbox_preds)
         if getattr(model, 'semantic_head', None) is not None:
             outputs.append(model.semantic_head(feats)['seg_preds'])
         return tuple(outputs)
@@ -100,12 +108,15 @@ class TensorGraph(nn.Module):
                 return prefix, head
         return '', None
 
-    def _decoder_args(self, feats):
-        # MaskFormer's PixelDecoder also takes (unused) image metas; Mask2Former's does not
-        return (feats, None) if 'batch_img_metas' in self.pixel_decoder.forward.__code__.co_varnames \
-            else (feats, )
+    def _decoder_args(self, feats, image):
+        # MaskFormer's decoders also take image metas (the DETR encoder's padding mask: none
+        # here, every image fills the batch); Mask2Former's does not
+        if 'batch_img_metas' not in self.pixel_decoder.forward.__code__.co_varnames:
+            return (feats, )
+        shape = tuple(image.shape[-2:])
+        return feats, [dict(batch_input_shape=shape, img_shape=shape)] * image.shape[0]
 
-    def output_names(self, num_outputs=None):
+    def output_names(self, num_outputs):
         model = self.model
         if self.pixel_decoder is not None:
             return ['mask_feature'] + [f'memory_{i}' for i in range(num_outputs - 1)]
@@ -115,7 +126,9 @@ class TensorGraph(nn.Module):
         levels = range(getattr(model.neck, 'num_outs', None) or len(model.neck.in_channels))
         names = [f'neck_{i}' for i in levels]
         prefix, head = self.dense_head()
-        if head is not None:
+        if head is not None and num_outputs == 2 * len(names):  # YOLOv3: one map per level
+            names += [f'{prefix}pred_{i}' for i in levels]
+        elif head is not None:
             names += [f'{prefix}cls_{i}' for i in levels] + [f'{prefix}bbox_{i}' for i in levels]
         if getattr(model, 'semantic_head', None) is not None:
             names.append('semantic')
@@ -196,8 +209,7 @@ def build_model(config, checkpoint=None):
 
 def export(graph, image, out, opset=17, dynamic=False, exporter='torchscript'):
     """torch.onnx.export of ``graph`` on ``image``; returns the output names."""
-    num_outputs = None
-    if graph.pixel_decoder is not None:  # how many multi-scale features the decoder returns
+    with torch.no_grad():  # how many outputs (a decoder's multi-scale features, YOLOv3's maps)
         num_outputs = len(graph(image))
     names = graph.output_names(num_outputs)
     dynamo_ok = 'dynamo' in torch.onnx.export.__code__.co_varnames
@@ -266,6 +278,10 @@ def main(argv=None):
     model = build_model(args.config, args.checkpoint)
     make_exportable(model)
     graph = TensorGraph(model).eval()
+    if args.dynamic and hasattr(graph.pixel_decoder, 'encoder_in_proj'):
+        sys.exit(f'error: --dynamic: {type(graph.pixel_decoder).__name__} (MaskFormer\'s DETR '
+                 'encoder) builds its padding mask from the image sizes as Python numbers, so '
+                 'its graph holds only the traced size; export it with a fixed --shape')
     image = torch.randn(args.batch, 3, *args.shape)
     start = time.perf_counter()
     with torch.no_grad():
