@@ -9,8 +9,8 @@ from mmdet.models.necks import PAFPN, CSPNeXtPAFPN, YOLOXPAFPN  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 
 from dlu_mm.det import UpsampleCSPNeXtPAFPN, UpsamplePAFPN, UpsampleYOLOXPAFPN  # noqa: E402
-from upsample_cases import (LEARNABLE, backward_and_check, randn_levels,  # noqa: E402
-                            record_calls, upsampler_cfg)
+from upsample_cases import (LEARNABLE, assert_init_ends_with_dlu_init,  # noqa: E402
+                            backward_and_check, randn_levels, record_calls, upsampler_cfg)
 
 IN_CHANNELS = [8, 16, 24, 32]
 EXACT = [(32, 24), (16, 12), (8, 6), (4, 3)]
@@ -121,12 +121,7 @@ def test_pafpn_guide_is_the_finer_lateral():
 def test_registered_and_init_keeps_upsampler_init():
     neck = MODELS.build(dict(type='UpsampleCSPNeXtPAFPN', in_channels=IN_CHANNELS,
                              out_channels=16, num_csp_blocks=1, upsample_cfg=dict(type='DLU')))
-    with torch.no_grad():
-        for p in neck.parameters():
-            p.fill_(1.0)
-    neck.init_weights()  # Kaiming on every Conv2d, then DLU's own init
-    for up in neck.upsamplers:
-        assert torch.count_nonzero(up.guidance_offsets.weight) == 0
+    assert_init_ends_with_dlu_init(neck, neck.upsamplers)  # Kaiming on every Conv2d first
 
 
 # mmdet's own test_yolox_pafpn: s=64, in_channels [8, 16, 32, 64], out_channels 24, square levels

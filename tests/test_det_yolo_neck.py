@@ -9,8 +9,8 @@ from mmdet.models.necks import YOLOV3Neck  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 
 from dlu_mm.det import UpsampleYOLOV3Neck  # noqa: E402
-from upsample_cases import (GUIDED, LEARNABLE, backward_and_check, randn_levels,  # noqa: E402
-                            record_calls, upsampler_cfg)
+from upsample_cases import (GUIDED, LEARNABLE, assert_init_ends_with_dlu_init,  # noqa: E402
+                            backward_and_check, randn_levels, record_calls, upsampler_cfg)
 
 # Darknet-53's channels / 8 (coarsest first, as the neck's arguments): in 128, 64, 32; out 64,
 # 32, 16; the backbone gives its levels finest first
@@ -84,12 +84,7 @@ def test_registered_and_init_keeps_upsampler_init():
     neck = MODELS.build(dict(type='UpsampleYOLOV3Neck', num_scales=3, in_channels=IN_CHANNELS,
                              out_channels=OUT_CHANNELS, upsample_cfg=dict(type='DLU'),
                              init_cfg=dict(type='Kaiming', layer='Conv2d')))
-    with torch.no_grad():
-        for p in neck.parameters():
-            p.fill_(1.0)
-    neck.init_weights()  # Kaiming on every Conv2d, then DLU's own init
-    for up in neck.upsamplers:
-        assert torch.count_nonzero(up.guidance_offsets.weight) == 0
+    assert_init_ends_with_dlu_init(neck, neck.upsamplers)  # Kaiming on every Conv2d first
 
 
 # mmdet's own test_yolov3_neck: levels s / 2**i (s=32) given finest first; channels [16, 8, 4]

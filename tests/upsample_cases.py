@@ -36,6 +36,18 @@ def backward_and_check(outputs, modules):
             assert torch.isfinite(p.grad).all(), f'{type(module).__name__}.{name}'
 
 
+def assert_init_ends_with_dlu_init(module, upsamplers):
+    """Fill every parameter with 1, run ``module.init_weights()`` (a global Kaiming / Xavier
+    pass, then each upsampler's own init): the DLU ``upsamplers`` end with their zero-initialised
+    guidance offsets."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.fill_(1.0)
+    module.init_weights()
+    for up in upsamplers:
+        assert torch.count_nonzero(up.guidance_offsets.weight) == 0
+
+
 def randn_levels(channels, sizes, batch=1, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, c, h, w, generator=gen) for c, (h, w) in zip(channels, sizes)]

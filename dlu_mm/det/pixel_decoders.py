@@ -46,8 +46,35 @@ class _CountsAsPixelDecoder(type(PixelDecoder)):
     __hash__ = type.__hash__
 
 
+class _MaskFormerFPNUpsamplers:
+    """Mixin (before the stock class) for MaskFormer's two decoders: ``upsample_cfg``, one
+    upsampler per FPN step (``num_inputs - 1``), their init after the stock one (which inits 2
+    of the 3 laterals and does not call ``super()``), and the FPN steps themselves."""
+
+    def __init__(self, in_channels, feat_channels, out_channels, upsample_cfg=None, **kwargs):
+        upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
+        check_fixed_interpolation(type(self).__name__, interp, upsample_cfg, 'nearest')
+        super().__init__(in_channels, feat_channels, out_channels, **kwargs)
+        self.upsamplers = None if upsampler_cfg is None else nn.ModuleList(
+            build_upsampler(upsampler_cfg, feat_channels, STEP_SCALE)
+            for _ in range(self.num_inputs - 1))
+
+    def init_weights(self):
+        super().init_weights()
+        init_upsamplers(self.upsamplers)
+
+    def _top_down(self, y, feats):
+        """The FPN steps from ``y`` (the coarsest level's map) down to ``feats[0]``:
+        ``y = output_convs[i](lateral_convs[i](feats[i]) + upsamplers[i](y))``."""
+        for i in range(self.num_inputs - 2, -1, -1):
+            lateral = self.lateral_convs[i](feats[i])
+            y = self.output_convs[i](lateral + upsample_to(self.upsamplers[i], y, lateral))
+        return y
+
+
 @MODELS.register_module()
-class UpsamplePixelDecoder(PixelDecoder, metaclass=_CountsAsPixelDecoder):
+class UpsamplePixelDecoder(_MaskFormerFPNUpsamplers, PixelDecoder,
+                           metaclass=_CountsAsPixelDecoder):
     """mmdet ``PixelDecoder`` (MaskFormer) with a learnable upsampler in each FPN step.
 
     Args (beyond ``PixelDecoder``'s):
@@ -57,36 +84,16 @@ class UpsamplePixelDecoder(PixelDecoder, metaclass=_CountsAsPixelDecoder):
     """
     counts_as_pixel_decoder = True
 
-    def __init__(self, in_channels, feat_channels, out_channels, upsample_cfg=None, **kwargs):
-        upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
-        check_fixed_interpolation(type(self).__name__, interp, upsample_cfg, 'nearest')
-        super().__init__(in_channels, feat_channels, out_channels, **kwargs)
-        self.upsamplers = None if upsampler_cfg is None else nn.ModuleList(
-            build_upsampler(upsampler_cfg, feat_channels, STEP_SCALE)
-            for _ in range(self.num_inputs - 1))
-
-    def init_weights(self):
-        super().init_weights()  # the stock init (2 of the 3 laterals, as there); no super() call
-        init_upsamplers(self.upsamplers)
-
     def forward(self, feats, batch_img_metas):
         if self.upsamplers is None:
             return super().forward(feats, batch_img_metas)
         y = self.last_feat_conv(feats[-1])  # (N, feat_channels, H/32, W/32)
-        return self.mask_feature(_top_down(self, y, feats)), feats[-1]
-
-
-def _top_down(decoder, y, feats):
-    """MaskFormer's FPN steps from ``y`` (the coarsest level's map) down to ``feats[0]``:
-    ``y = output_convs[i](lateral_convs[i](feats[i]) + upsamplers[i](y))``."""
-    for i in range(decoder.num_inputs - 2, -1, -1):
-        lateral = decoder.lateral_convs[i](feats[i])
-        y = decoder.output_convs[i](lateral + upsample_to(decoder.upsamplers[i], y, lateral))
-    return y
+        return self.mask_feature(self._top_down(y, feats)), feats[-1]
 
 
 @MODELS.register_module()
-class UpsampleTransformerEncoderPixelDecoder(TransformerEncoderPixelDecoder):
+class UpsampleTransformerEncoderPixelDecoder(_MaskFormerFPNUpsamplers,
+                                             TransformerEncoderPixelDecoder):
     """mmdet ``TransformerEncoderPixelDecoder`` (MaskFormer's COCO configs: a DETR encoder on
     the 1/32 level, then ``PixelDecoder``'s FPN) with a learnable upsampler in each FPN step.
 
@@ -96,18 +103,6 @@ class UpsampleTransformerEncoderPixelDecoder(TransformerEncoderPixelDecoder):
     for the stock class and for this one alike (no input projection is needed: the encoder
     already gives ``feat_channels``).
     """
-
-    def __init__(self, in_channels, feat_channels, out_channels, upsample_cfg=None, **kwargs):
-        upsampler_cfg, interp = split_upsample_cfg(upsample_cfg, type(self).__name__)
-        check_fixed_interpolation(type(self).__name__, interp, upsample_cfg, 'nearest')
-        super().__init__(in_channels, feat_channels, out_channels, **kwargs)
-        self.upsamplers = None if upsampler_cfg is None else nn.ModuleList(
-            build_upsampler(upsampler_cfg, feat_channels, STEP_SCALE)
-            for _ in range(self.num_inputs - 1))
-
-    def init_weights(self):
-        super().init_weights()  # the stock init; it does not call super()
-        init_upsamplers(self.upsamplers)
 
     def _memory(self, feat_last, batch_img_metas):
         """The encoder's output on the coarsest level (N, feat_channels, h, w), as the stock
@@ -131,7 +126,7 @@ class UpsampleTransformerEncoderPixelDecoder(TransformerEncoderPixelDecoder):
             return super().forward(feats, batch_img_metas)
         memory = self._memory(feats[-1], batch_img_metas)
         y = self.encoder_out_proj(memory)
-        return self.mask_feature(_top_down(self, y, feats)), memory
+        return self.mask_feature(self._top_down(y, feats)), memory
 
 
 @MODELS.register_module()
