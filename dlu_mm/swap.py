@@ -184,6 +184,36 @@ def plan_swap(cfg, upsample_cfg, where=None):
     return new_cfg, changes, kept
 
 
+def revert_sync_bn_cfg(node):
+    """SyncBN / MMSyncBN -> BN in a model cfg, in place (both need a process group when built;
+    the parameters are the same)."""
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+        for value in node.values():
+            revert_sync_bn_cfg(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            revert_sync_bn_cfg(value)
+
+
+def without_pretrained(cfg):
+    """Drop every 'Pretrained' init_cfg and ``pretrained=`` path of a model cfg (recursively,
+    in place; returns it): ``init_weights`` then needs no download."""
+    if isinstance(cfg, dict):
+        if 'pretrained' in cfg:
+            cfg['pretrained'] = None
+        init_cfg = cfg.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        for value in cfg.values():
+            without_pretrained(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            without_pretrained(value)
+    return cfg
+
+
 #: proposals / candidates per image in ``forward_backward``'s runs (a stock two-stage detector
 #: keeps 1000 RPN proposals, and its mask head then runs on all of them: minutes on a CPU)
 SMOKE_MAX_PER_IMG = 32

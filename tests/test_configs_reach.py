@@ -12,7 +12,9 @@ pytest.importorskip('mmseg')
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-from upsample_cases import revert_sync_bn_cfg, tensor_forward_backward  # noqa: E402
+from upsample_cases import tensor_forward_backward  # noqa: E402
+
+from dlu_mm.swap import revert_sync_bn_cfg  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TYPES = {'nearest': None, 'bilinear': None, 'carafe': 'CARAFE', 'dlu': 'DLU', 'ddf_up': 'DDFUp',

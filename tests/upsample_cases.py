@@ -53,18 +53,6 @@ def randn_levels(channels, sizes, batch=1, seed=0):
     return [torch.randn(batch, c, h, w, generator=gen) for c, (h, w) in zip(channels, sizes)]
 
 
-def revert_sync_bn_cfg(node):
-    """SyncBN -> BN in a model cfg (SyncBN needs a process group)."""
-    if isinstance(node, dict):
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-        for value in node.values():
-            revert_sync_bn_cfg(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            revert_sync_bn_cfg(value)
-
-
 def tensor_forward_backward(model, scope, size=(128, 128), batch=2):
     """One training step's forward + backward on random images (dlu_mm.swap.forward_backward),
     asserting that something required grad."""

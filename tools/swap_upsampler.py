@@ -34,7 +34,8 @@ if REPO_ROOT not in sys.path:
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from dlu_mm.swap import (WHERES, find_upsampling_modules, forward_backward,  # noqa: E402
-                         plan_swap, supported_types)
+                         plan_swap, revert_sync_bn_cfg, supported_types,
+                         without_pretrained)
 
 SMALL_IMAGE = (128, 128)
 LARGE_IMAGE = (384, 384)
@@ -50,8 +51,10 @@ def load(config):
     return Config.fromfile(config)
 
 
-def build_model(cfg):
-    """The model of ``cfg`` on CPU (its default scope and custom imports applied; no init)."""
+def build_model(cfg, init=False):
+    """The model of ``cfg`` on CPU (its default scope and custom imports applied; SyncBN /
+    MMSyncBN built as BN: the same parameters, and no process group needed). ``init``: run
+    ``init_weights`` without the pretrained checkpoints (nothing is downloaded)."""
     from mmengine.registry import init_default_scope
     from mmengine.utils import import_modules_from_strings
     if cfg.get('custom_imports'):
@@ -62,7 +65,13 @@ def build_model(cfg):
         from mmseg.registry import MODELS
     else:
         from mmdet.registry import MODELS
-    return MODELS.build(copy.deepcopy(cfg.model))  # builders write into their cfg (pretrained)
+    model_cfg = copy.deepcopy(cfg.model)  # builders write into their cfg (pretrained)
+    revert_sync_bn_cfg(model_cfg)
+    if not init:
+        return MODELS.build(model_cfg)
+    model = MODELS.build(without_pretrained(model_cfg))
+    model.init_weights()
+    return model
 
 
 def num_parameters(model):
@@ -137,33 +146,64 @@ def model_fingerprint(cfg):
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _run_model(cfg, seconds, size=SMALL_IMAGE):
+def _run_model(cfg, seconds, size=SMALL_IMAGE, init=False):
     """``None`` when ``cfg``'s model builds and runs fwd+bwd within ``seconds``, else the error."""
     try:
         with _TimeLimit(seconds):
-            forward_backward(build_model(cfg), cfg.get('default_scope', 'mmdet'), size)
+            forward_backward(build_model(cfg, init), cfg.get('default_scope', 'mmdet'), size)
         return None
     except Exception as error:  # noqa: BLE001
         return f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'[:300]
 
 
+def _attempts(cfg):
+    """``(size, init)`` to try, in order: the small image as built; then with ``init_weights``
+    (random embeddings of query-based heads give boxes of negative size: Sparse R-CNN); then
+    ``LARGE_IMAGE`` (a deformable conv on a 1/128 level needs 3x3 pixels: DDOD); then the
+    config's ``crop_size`` (ViT position embeddings of a fixed size: BEiT, MAE)."""
+    attempts = [(SMALL_IMAGE, False), (SMALL_IMAGE, True), (LARGE_IMAGE, True)]
+    crop = cfg.get('crop_size')
+    if isinstance(crop, (list, tuple)) and len(crop) == 2 and tuple(crop) != LARGE_IMAGE:
+        attempts.append((tuple(int(v) for v in crop), True))
+    return attempts
+
+
 def _outcome(new_cfg, cfg, time_limit):
     """(status, detail): 'ok' (the swapped model runs), 'fail' (it does not but the stock one
     does), 'stock fails' (neither runs here: the stock error), 'too slow' (stock over the limit).
-    A model that fails on the small image is tried on ``LARGE_IMAGE`` (a deformable conv on a
-    1/128 level needs 3x3 pixels); the stock model is run only where the swapped one fails."""
-    error = _run_model(new_cfg, 3 * time_limit)  # a hang of the swapped model is a failure
-    if error is None:
-        return 'ok', ''
-    size = LARGE_IMAGE
-    if _run_model(new_cfg, 3 * time_limit, size) is None:
-        return 'ok', f'at {size[0]}x{size[1]}'
-    stock_error = _run_model(cfg, time_limit, size)
-    if stock_error is None:
-        return 'fail', error
-    if stock_error.startswith('TimeoutError'):
+    Each of ``_attempts`` is tried until the swapped model runs; the stock model is run only
+    where the swapped one fails, in the same attempts."""
+    errors = []
+    for size, init in _attempts(cfg):
+        error = _run_model(new_cfg, 3 * time_limit, size, init)  # a hang of the swapped one fails
+        if error is None:
+            how = [f'{size[0]}x{size[1]}'] * (size != SMALL_IMAGE) + ['init_weights'] * init
+            return 'ok', ', '.join(how)
+        errors.append(error)
+    stock_errors = []
+    for (size, init), error in zip(_attempts(cfg), errors):
+        stock_error = _run_model(cfg, time_limit, size, init)
+        if stock_error is None:
+            return 'fail', f'{size[0]}x{size[1]}, init={init}: {error}'
+        stock_errors.append(stock_error)
+    if stock_errors[0].startswith('TimeoutError'):
         return 'too slow', f'stock model over {time_limit} s'
-    return 'stock fails', stock_error
+    return 'stock fails', stock_errors[0]
+
+
+class _WorkingDir:
+    """``os.chdir`` for a block: some stock configs name other configs relative to the package's
+    root (LD's teacher: ``configs/gfl/...``), as when run from an mmdet checkout."""
+
+    def __init__(self, path):
+        self.path, self.before = path, None
+
+    def __enter__(self):
+        self.before = os.getcwd()
+        os.chdir(self.path)
+
+    def __exit__(self, *_):
+        os.chdir(self.before)
 
 
 def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, results=None,
@@ -197,7 +237,10 @@ def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, re
         record = done.get(fingerprint)
         if record is None:
             start = time.time()
-            status, detail = _outcome(members[0][2], members[0][1], time_limit)
+            path = members[0][0]
+            root = path.split(f'{os.sep}configs{os.sep}')[0]  # the package's .mim folder
+            with _WorkingDir(root if osp.isdir(root) else os.getcwd()):
+                status, detail = _outcome(members[0][2], members[0][1], time_limit)
             record = dict(fingerprint=fingerprint, status=status, detail=detail,
                           seconds=round(time.time() - start, 1),
                           configs=[osp.relpath(p, osp.dirname(osp.dirname(p)))

@@ -24,6 +24,7 @@ from mmengine.registry import init_default_scope
 
 from dlu_mm.analysis import count_flops
 from dlu_mm.analysis.mmengine_handles import model_complexity
+from dlu_mm.swap import without_pretrained
 from dlu_mm.upsamplers import BaseUpsampler
 
 DEFAULT_SHAPES = {'mmdet': (800, 1333), 'mmseg': (512, 512)}
@@ -47,22 +48,6 @@ def parse_args(argv=None):
         if len(args.shape) == 1:
             args.shape = args.shape * 2
     return args
-
-
-def _without_pretrained(cfg):
-    """Drop every 'Pretrained' init_cfg and ``pretrained=`` path (recursively, in place)."""
-    if isinstance(cfg, dict):
-        if 'pretrained' in cfg:
-            cfg['pretrained'] = None
-        init_cfg = cfg.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        for value in cfg.values():
-            _without_pretrained(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            _without_pretrained(value)
-    return cfg
 
 
 def _data_sample(scope, height, width):
@@ -105,7 +90,7 @@ def build_for_analysis(config, shape=None, cfg_options=None):
         shape = tuple(crop) if scope == 'mmseg' and crop else DEFAULT_SHAPES.get(scope, (512, 512))
     height, width = shape
     from mmengine.registry import MODELS
-    model = MODELS.build(_without_pretrained(cfg.model))
+    model = MODELS.build(without_pretrained(cfg.model))
     model = revert_sync_batchnorm(model).eval()
     generator = torch.Generator().manual_seed(0)
     image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
