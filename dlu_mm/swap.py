@@ -247,7 +247,9 @@ def forward_backward(model, scope, size=(64, 64), batch=2):
     h, w = size
     meta = dict(img_shape=(h, w), pad_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
                 scale_factor=(1.0, 1.0))
-    inputs = torch.randn(batch, 3, h, w)
+    mean = getattr(getattr(model, 'data_preprocessor', None), 'mean', None)
+    channels = mean.numel() if torch.is_tensor(mean) else 3  # 6: change detection's image pairs
+    inputs = torch.randn(batch, channels, h, w)
     if scope == 'mmseg':
         from mmengine.structures import PixelData
         from mmseg.structures import SegDataSample
