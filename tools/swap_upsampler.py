@@ -6,15 +6,16 @@
     python tools/swap_upsampler.py mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py \
         --upsampler CARAFE --where head            # only FPNHead, not the FPN neck
     python tools/swap_upsampler.py --list          # the module types it knows
-    python tools/swap_upsampler.py --all-stock mmdet --upsampler DLU [--limit N]
+    python tools/swap_upsampler.py --all-stock mmdet mmseg --upsampler DLU --results out.jsonl
 
 It finds the neck, decode head or pixel decoder that upsamples, switches it to the dlu_mm class
 with the upsampler, adds ``custom_imports``, writes the full config (``--out``, default
 ``work_dirs/<name>_<upsampler>.py``) for tools/train.py, and prints the modules that changed and
 the parameters that were added (both models built on CPU, no weights loaded). ``--check`` also runs
 a forward and backward pass of the swapped model on a small image. ``--all-stock`` does that for
-every stock config shipped in the installed mmdet / mmseg whose modules it supports, wherever the
-stock model itself builds and runs, and prints the share that also runs swapped.
+every stock config shipped in the installed mmdet / mmseg whose modules it supports (each
+distinct model once; ``--results`` keeps the outcomes for a rerun) and prints the share that runs
+swapped among those whose stock model runs here (docs/upsampling_modules.md).
 """
 import argparse
 import copy
