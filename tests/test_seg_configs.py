@@ -13,6 +13,8 @@ from mmengine.structures import PixelData  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 from mmseg.structures import SegDataSample  # noqa: E402
 
+from dlu_mm.swap import revert_sync_bn_cfg  # noqa: E402
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 UPSAMPLERS = {'bilinear': None, 'carafe': 'CARAFE', 'dlu': 'DLU', 'ddf_up': 'DDFUp',
               'lda_aqu': 'LDAAQU', 'dysample': 'DySample', 'fade': 'FADE', 'sapa': 'SAPA'}
@@ -20,24 +22,12 @@ ADE_CONFIGS = {name: f'configs/upernet_r50_512x512_160k_ade20k_{name}.py' for na
 DEMO_CONFIG = 'configs/demo/upernet_r18_synthetic_ade_dlu.py'
 
 
-def sync_bn_to_bn(node):
-    """SyncBN needs a process group; the test runs the same model with plain BN."""
-    if isinstance(node, dict):
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-        for value in node.values():
-            sync_bn_to_bn(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            sync_bn_to_bn(value)
-
-
 def build_model(path):
     cfg = Config.fromfile(osp.join(REPO, path))
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     __import__('dlu_mm.seg')  # what custom_imports does in tools/train.py
     model_cfg = copy.deepcopy(cfg.model)  # a ConfigDict: mmseg reads test_cfg.mode
-    sync_bn_to_bn(model_cfg)
+    revert_sync_bn_cfg(model_cfg)  # SyncBN needs a process group; the same model with BN
     model_cfg['pretrained'] = None  # no download in tests
     return cfg, MODELS.build(model_cfg)
 
