@@ -187,8 +187,8 @@ def _outcome(new_cfg, cfg, time_limit):
         if stock_error is None:
             return 'fail', f'{size[0]}x{size[1]}, init={init}: {error}'
         stock_errors.append(stock_error)
-    if stock_errors[0].startswith('TimeoutError'):
-        return 'too slow', f'stock model over {time_limit} s'
+    if any(error.startswith('TimeoutError') for error in stock_errors):
+        return 'too slow', f'stock model over {time_limit} s ({stock_errors[0]})'
     return 'stock fails', stock_errors[0]
 
 
