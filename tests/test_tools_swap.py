@@ -1,5 +1,6 @@
 """dlu_mm.swap_upsampler and tools/swap_upsampler.py on the stock configs of mmdet / mmseg."""
 import importlib.util
+import json
 import os.path as osp
 import subprocess
 import sys
@@ -202,3 +203,13 @@ def test_all_stock_groups_equal_models_counts_configs_and_resumes(tmp_path, monk
     passed, _, _ = TOOL.run_all_stock(['mmdet'], dict(type='DLU'), results=results,
                                       echo=lines.append)
     assert len(passed) == 2
+    # a model the process died in (started, never finished) is excluded, not run again
+    with open(results) as f:
+        records = [json.loads(line) for line in f]
+    fingerprint = next(r['fingerprint'] for r in records if 'fingerprint' in r)
+    with open(results, 'w') as f:
+        f.write(json.dumps(dict(started=fingerprint, config=base)) + '\n')
+    passed, failed, excluded = TOOL.run_all_stock(['mmdet'], dict(type='DLU'), results=results,
+                                                  echo=lines.append)
+    assert passed == failed == [] and len(excluded) == 2
+    assert 'crashed: the process died in this model' in excluded[0][1]

@@ -207,6 +207,25 @@ class _WorkingDir:
         os.chdir(self.before)
 
 
+def _read_results(results):
+    """{fingerprint: record} of a results file; a model started but never finished (the process
+    died in it, e.g. out of memory) gets status 'crashed'."""
+    done, started = {}, {}
+    if results and osp.exists(results):
+        with open(results) as f:
+            for record in map(json.loads, f):
+                if 'started' in record:
+                    started[record['started']] = record['config']
+                else:
+                    done[record['fingerprint']] = record
+    for fingerprint, config in started.items():
+        if fingerprint not in done:
+            done[fingerprint] = dict(fingerprint=fingerprint, status='crashed', seconds=0.0,
+                                     detail='the process died in this model (out of memory?)',
+                                     configs=[config])
+    return done
+
+
 def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, results=None,
                   echo=print):
     """Swap every supported stock config of ``packages`` and run fwd+bwd on a small image.
@@ -215,12 +234,10 @@ def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, re
     counts as passing when its swapped model runs; where it does not, the stock model is run:
     if that fails too (or is over ``time_limit`` s), the config is excluded with the stock
     error, else it is a failure. ``results`` (a JSON-lines file) keeps every model's outcome, so
-    a rerun goes on where an interrupted one stopped. Returns ``(passed, failed, excluded)``,
+    a rerun goes on where an interrupted one stopped (a model the process died in is excluded
+    as 'crashed', not retried). Returns ``(passed, failed, excluded)``,
     each a list of ``(config path, detail)``."""
-    done = {}
-    if results and osp.exists(results):
-        with open(results) as f:
-            done = {r['fingerprint']: r for r in map(json.loads, f) if r.get('fingerprint')}
+    done = _read_results(results)
     paths = [p for package in packages for p in stock_configs(package)][::stride][:limit]
     groups, unsupported = {}, 0
     for path in paths:
@@ -237,6 +254,9 @@ def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, re
     for number, (fingerprint, members) in enumerate(groups.items(), 1):
         record = done.get(fingerprint)
         if record is None:
+            if results:  # a model that kills the process is 'crashed' when the run resumes
+                with open(results, 'a') as f:
+                    f.write(json.dumps(dict(started=fingerprint, config=members[0][0])) + '\n')
             start = time.time()
             path = members[0][0]
             root = path.split(f'{os.sep}configs{os.sep}')[0]  # the package's .mim folder
@@ -257,8 +277,8 @@ def run_all_stock(packages, upsample_cfg, limit=None, stride=1, time_limit=0, re
     runs = len(passed) + len(failed)
     share = len(passed) / runs if runs else 0.0
     echo(f'swapped and ran {len(passed)} of {runs} supported stock configs whose stock model '
-         f'runs here ({100 * share:.1f}%); {len(excluded)} excluded (the stock model does not '
-         f'run on CPU here), {unsupported} without a supported module')
+         f'runs here ({100 * share:.1f}%); {len(excluded)} excluded (below, with why), '
+         f'{unsupported} without a supported module')
     for path, detail in failed:
         echo(f'FAIL {path}: {detail}')
     for path, detail in excluded:
