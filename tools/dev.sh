@@ -154,9 +154,20 @@ import importlib.util as u; assert not any(u.find_spec(m) for m in ('mmengine', 
   rm -f "$VENV/.dlu_mm_project"
 }
 
+built_library() {
+  # the in-place extension of this venv's torch (dlu_mm/_C_torch<X>_<Y>*.so) as a hash: the
+  # newest and yolo stacks share torch 2.14 and so one file name (newest builds it with CUDA,
+  # yolo without), so a stamp alone cannot tell whose build is on disk
+  local version
+  version=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')
+  version=${version%%+*}
+  local major=${version%%.*} rest=${version#*.}
+  cat dlu_mm/_C_torch"${major}_${rest%%.*}".*.so 2>/dev/null | sha256sum | cut -c1-16
+}
+
 ensure_project() {
   local want have=""
-  want=$(project_fingerprint)
+  want="$(project_fingerprint) $(built_library)"
   [ -f "$VENV/.dlu_mm_project" ] && have=$(cat "$VENV/.dlu_mm_project")
   # the editable install points at this checkout: redo it when the venv belonged to another one
   if [ "$want" = "$have" ] && "$VENV/bin/python" - "$ROOT" <<'EOF' 2>/dev/null
@@ -170,7 +181,7 @@ EOF
     > "$VENV/dlu_mm-build.log" 2>&1 \
     || { tail -n 60 "$VENV/dlu_mm-build.log" >&2; echo "building dlu_mm failed (log: $VENV/dlu_mm-build.log)" >&2; exit 1; }
   grep -E '^ *dlu_mm:' "$VENV/dlu_mm-build.log" >&2 || true
-  echo "$want" > "$VENV/.dlu_mm_project"
+  echo "$(project_fingerprint) $(built_library)" > "$VENV/.dlu_mm_project"
 }
 
 run_tests() {
