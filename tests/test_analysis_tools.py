@@ -1,22 +1,18 @@
 """tools/analysis: the complexity table, get_flops on a detection and a segmentation config,
 the visualiser's PNGs and the upsampler benchmark."""
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 
 from dlu_mm.analysis import spec_flops, spec_params
+from tool_cases import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tool(name):
-    path = os.path.join(ROOT, 'tools', 'analysis', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'analysis_tool_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'analysis/{name}.py')
 
 
 def test_complexity_tool_prints_table_with_paper_claims(tmp_path, capsys):

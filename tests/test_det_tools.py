@@ -1,16 +1,15 @@
 """tools/train.py + tools/test.py end to end on a tiny synthetic COCO set; dataset path errors."""
 import hashlib
-import importlib.util
 import json
 import os
 import os.path as osp
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from dlu_mm.datasets import synthetic_coco
+from tool_cases import load_tool, run_python
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'demo', 'faster_rcnn_lite_synthetic_dlu.py')
@@ -80,11 +79,7 @@ def test_generator_rejects_bad_arguments(tmp_path):
 
 
 def _load_train_tool():
-    spec = importlib.util.spec_from_file_location('dlu_mm_train_tool',
-                                                  osp.join(REPO, 'tools', 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('train.py')
 
 
 def test_missing_dataset_path_error(tmp_path):
@@ -120,12 +115,7 @@ def test_missing_dataset_path_error_segmentation_config(tmp_path):
 
 
 def _run(args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    return output
+    return run_python(args, cwd, timeout=300)
 
 
 def test_train_resume_test_end_to_end(tiny_coco, tmp_path):

@@ -1,27 +1,20 @@
 """RTMDet-tiny with DLU (UpsampleCSPNeXtPAFPN) trains through tools/train.py on the synthetic
 COCO set on CPU and evaluates through tools/test.py."""
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 
 pytest.importorskip('mmdet.models', reason='needs mmdet (and mmcv with its ops)')
 
 from dlu_mm.datasets import synthetic_coco  # noqa: E402
+from tool_cases import run_python  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'demo', 'rtmdet_tiny_synthetic_dlu.py')
 
 
 def _run(args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-4000:]
-    return output
+    return run_python(args, cwd, timeout=600)
 
 
 def test_rtmdet_tiny_dlu_trains_and_tests(tmp_path):

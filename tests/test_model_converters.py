@@ -11,7 +11,6 @@ order and must fail the comparison. The last section runs the tool on files that
 loadable checkpoint (empty, truncated, text, random bytes, a foreign pickle global).
 """
 import importlib
-import importlib.util
 import os.path as osp
 import random
 import re
@@ -37,6 +36,7 @@ from dlu_mm.det import UpsampleFCNMaskHead, UpsampleFPN  # noqa: E402
 from dlu_mm.ops import reassemble_reference  # noqa: E402
 from dlu_mm.upsamplers import DLU, DySample  # noqa: E402
 from seeded import randn, randomise_  # noqa: E402
+from tool_cases import load_tool  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL_PATH = osp.join(REPO, 'tools', 'model_converters', 'convert.py')
@@ -48,14 +48,7 @@ CM = 8  # compressed channels of the small CARAFE / DLU modules
 LOADERS = ['restricted'] + (['weights_only'] if register_mmengine_safe_globals() else [])
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('dlu_mm_convert_tool', TOOL_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL = _load_tool()
+TOOL = load_tool('model_converters/convert.py')
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 """tools/analysis/get_flops.py counts, and tools/analysis/visualize_upsampler.py draws, the
 upsamplers inside the new necks, heads and pixel decoders."""
-import importlib.util
 import os
 import os.path as osp
 
 import pytest
+from tool_cases import load_tool
 
 pytest.importorskip('mmdet.models', reason='needs mmdet (and mmcv with its ops)')
 pytest.importorskip('mmseg')
@@ -13,11 +13,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _tool(name):
-    path = osp.join(REPO, 'tools', 'analysis', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'analysis_tool_reach_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'analysis/{name}.py')
 
 
 # (config, number of upsamplers, a module-name fragment of one of them)

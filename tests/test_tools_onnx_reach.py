@@ -2,10 +2,10 @@
 YOLOX's necks, SegFormer's, Semantic FPN's and DeepLabV3+'s heads, Mask2Former's pixel decoder
 (exported as backbone + pixel decoder: mask_feature and memory_<i>), and, swapped into mmdet's
 stock configs, YOLOv3's neck and MaskFormer's DETR-encoder pixel decoder."""
-import importlib.util
 import os.path as osp
 
 import pytest
+from tool_cases import load_tool
 
 pytest.importorskip('onnx', reason='needs onnx (pinned in constraints*.txt)')
 pytest.importorskip('onnxruntime', reason='needs onnxruntime (pinned in constraints*.txt)')
@@ -16,11 +16,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'export_onnx_reach', osp.join(REPO, 'tools', 'deployment', 'export_onnx.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('deployment/export_onnx.py')
 
 
 # (config, dynamic): MiT (SegFormer's backbone) does not trace to a dynamic graph

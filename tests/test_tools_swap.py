@@ -1,5 +1,4 @@
 """dlu_mm.swap_upsampler and tools/swap_upsampler.py on the stock configs of mmdet / mmseg."""
-import importlib.util
 import json
 import os.path as osp
 import subprocess
@@ -14,19 +13,12 @@ from mmengine.config import Config  # noqa: E402
 
 import dlu_mm  # noqa: E402
 from dlu_mm.swap import plan_swap, supported_types  # noqa: E402
+from tool_cases import load_tool  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location('swap_tool',
-                                                  osp.join(REPO, 'tools', 'swap_upsampler.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL = _tool()
+TOOL = load_tool('swap_upsampler.py')
 
 
 def _get(tree, dotted):
