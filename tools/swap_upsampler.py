@@ -142,8 +142,9 @@ def model_fingerprint(cfg):
         if isinstance(node, (list, tuple)):
             return [strip(v) for v in node]
         return node
-    text = json.dumps([cfg.get('default_scope'), cfg.to_dict().get('custom_imports'),
-                       strip(cfg.to_dict().get('model'))], sort_keys=True, default=repr)
+    tree = cfg.to_dict()
+    text = json.dumps([tree.get('default_scope'), tree.get('custom_imports'),
+                       strip(tree.get('model'))], sort_keys=True, default=repr)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
