@@ -3,6 +3,7 @@ ops load, and stock models run on CPU."""
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -41,6 +42,38 @@ def test_stack_versions():
     installed = {name: version(name).split('+')[0] for name in pins}
     assert installed == pins
     assert torch.__version__.split('+')[0] == pins['torch']
+
+
+def test_dev_sh_stamp_without_built_extension(tmp_path):
+    """A fresh clone has no dlu_mm/_C_torch<X>_<Y>*.so yet, and tools/dev.sh must still compute
+    the stamp that decides whether it rebuilds dlu_mm (once, under set -e and pipefail, a failing
+    `cat` there ended every CI stack without a message). The stamp changes with that file."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    checkout = tmp_path / 'checkout'
+    (checkout / 'tools').mkdir(parents=True)
+    (checkout / 'dlu_mm').mkdir()
+    shutil.copy(root / 'tools' / 'dev.sh', checkout / 'tools')
+    for name in ('pyproject.toml', 'setup.py'):
+        shutil.copy(root / name, checkout)
+    shutil.copytree(root / 'ops', checkout / 'ops')
+    env = dict(os.environ, DLU_MM_VENV=sys.prefix, DLU_MM_STACK='main')
+
+    def stamp():
+        out = subprocess.run(['bash', str(checkout / 'tools' / 'dev.sh'), 'stamp'], env=env,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+        fields = out.stdout.split()
+        assert len(fields) == 2, out.stdout
+        return fields
+
+    fresh = stamp()
+    major, minor = torch.__version__.split('.')[:2]
+    library = checkout / 'dlu_mm' / f'_C_torch{major}_{minor}.cpython-311-x86_64-linux-gnu.so'
+    library.write_bytes(b'one build')
+    built = stamp()
+    assert built[0] == fresh[0] and built[1] != fresh[1]
+    library.write_bytes(b'another build')
+    assert stamp()[1] not in (fresh[1], built[1])
 
 
 def test_mmcv_compiled_ops_run_on_cpu():

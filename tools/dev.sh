@@ -6,6 +6,7 @@
 #   bash tools/dev.sh env     only create / update the environment
 #   bash tools/dev.sh yolo-demo   train + validate + export a YOLOv8n with DLU on a generated
 #                             synthetic YOLO set (tools/yolo_demo.py), offline, in the yolo stack
+#   bash tools/dev.sh stamp   print the stamp that decides whether `env` rebuilds dlu_mm (for tests)
 #
 # Environment knobs (all optional):
 #   DLU_MM_STACK=main|oldest|newest|yolo   which tested stack (default main; yolo for yolo-demo):
@@ -162,12 +163,22 @@ built_library() {
   version=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))')
   version=${version%%+*}
   local major=${version%%.*} rest=${version#*.}
-  cat dlu_mm/_C_torch"${major}_${rest%%.*}".*.so 2>/dev/null | sha256sum | cut -c1-16
+  # no file yet (a fresh clone) hashes as empty; `|| true` keeps pipefail + set -e from ending the
+  # script inside the command substitution that calls this
+  { cat dlu_mm/_C_torch"${major}_${rest%%.*}".*.so 2>/dev/null || true; } | sha256sum | cut -c1-16
+}
+
+project_stamp() {
+  # each part assigned on its own line, so that set -e stops on a failing one instead of stamping
+  local fingerprint library
+  fingerprint=$(project_fingerprint)
+  library=$(built_library)
+  echo "$fingerprint $library"
 }
 
 ensure_project() {
   local want have=""
-  want="$(project_fingerprint) $(built_library)"
+  want=$(project_stamp)
   [ -f "$VENV/.dlu_mm_project" ] && have=$(cat "$VENV/.dlu_mm_project")
   # the editable install points at this checkout: redo it when the venv belonged to another one
   if [ "$want" = "$have" ] && "$VENV/bin/python" - "$ROOT" <<'EOF' 2>/dev/null
@@ -181,7 +192,7 @@ EOF
     > "$VENV/dlu_mm-build.log" 2>&1 \
     || { tail -n 60 "$VENV/dlu_mm-build.log" >&2; echo "building dlu_mm failed (log: $VENV/dlu_mm-build.log)" >&2; exit 1; }
   grep -E '^ *dlu_mm:' "$VENV/dlu_mm-build.log" >&2 || true
-  echo "$(project_fingerprint) $(built_library)" > "$VENV/.dlu_mm_project"
+  project_stamp > "$VENV/.dlu_mm_project"
 }
 
 run_tests() {
@@ -208,8 +219,11 @@ case "$verb" in
   env)  ensure_stack; ensure_project ;;
   test) ensure_stack; ensure_project; run_tests ;;
   demo) ensure_stack; ensure_project; shift; "$VENV/bin/python" tools/demo.py "$@" ;;
+  # what decides whether `env` rebuilds dlu_mm; reads the existing venv, installs nothing
+  # (tests/test_stack.py runs it on a copy of the checkout with no extension built)
+  stamp) [ -x "$VENV/bin/python" ] || { echo "no venv at $VENV" >&2; exit 2; }; project_stamp ;;
   yolo-demo)
     [ "$STACK" = yolo ] || { echo "yolo-demo runs in the yolo stack (DLU_MM_STACK=yolo), got '$STACK'" >&2; exit 2; }
     ensure_stack; ensure_project; shift; "$VENV/bin/python" tools/yolo_demo.py "$@" ;;
-  *) echo "usage: bash tools/dev.sh {demo|test|env|yolo-demo}" >&2; exit 2 ;;
+  *) echo "usage: bash tools/dev.sh {demo|test|env|yolo-demo|stamp}" >&2; exit 2 ;;
 esac
