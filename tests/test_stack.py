@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 import torch
@@ -68,7 +69,8 @@ def test_dev_sh_stamp_without_built_extension(tmp_path):
 
     fresh = stamp()
     major, minor = torch.__version__.split('.')[:2]
-    library = checkout / 'dlu_mm' / f'_C_torch{major}_{minor}.cpython-311-x86_64-linux-gnu.so'
+    suffix = sysconfig.get_config_var('EXT_SUFFIX')  # what setup.py's build names it with
+    library = checkout / 'dlu_mm' / f'_C_torch{major}_{minor}{suffix}'
     library.write_bytes(b'one build')
     built = stamp()
     assert built[0] == fresh[0] and built[1] != fresh[1]
